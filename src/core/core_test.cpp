@@ -1,0 +1,74 @@
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "hallmark/core/bytes.hpp"
+#include "hallmark/core/clock.hpp"
+#include "hallmark/core/result.hpp"
+#include "hallmark/core/secret.hpp"
+
+namespace hallmark {
+namespace {
+
+TEST(Hex, RoundTripsAndAcceptsSeparators) {
+  const Bytes b{std::byte{0x01}, std::byte{0xab}, std::byte{0xff}};
+  EXPECT_EQ(to_hex(b), "01abff");
+  EXPECT_EQ(parse_hex("01ABff").value(), b);
+  EXPECT_EQ(parse_hex("01:ab:FF").value(), b);
+}
+
+TEST(Hex, RejectsBadInputWithReason) {
+  EXPECT_EQ(parse_hex("abc").error().detail, "hex: odd number of digits");
+  EXPECT_EQ(parse_hex("zz").error().code, Errc::invalid_input);
+  EXPECT_EQ(parse_hex("a:b").error().detail, "hex: separator inside a byte");
+}
+
+TEST(Iso8601, FormatsAndParses) {
+  const auto t = parse_iso8601("2019-08-15T17:36:07Z").value();
+  EXPECT_EQ(to_iso8601(t), "2019-08-15T17:36:07Z");
+  EXPECT_EQ(parse_iso8601("2019-08-15T19:36:07.123+02:00").value(), t);
+  EXPECT_EQ(to_iso8601(kNoExpiry), "9999-12-31T23:59:59Z");
+  EXPECT_FALSE(parse_iso8601("2019-13-01T00:00:00Z"));
+  EXPECT_FALSE(parse_iso8601("2019-08-15 17:36"));
+  EXPECT_FALSE(parse_iso8601("2019-08-15T17:36:07"));
+}
+
+TEST(Secret, ComparesAndReadsFromFileOrEnvironment) {
+  Secret s("hunter2");
+  EXPECT_TRUE(s.equals("hunter2"));
+  EXPECT_FALSE(s.equals("hunter3"));
+  EXPECT_FALSE(s.equals("hunter"));
+
+  const auto dir = std::filesystem::temp_directory_path() / ("hm-core-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto file = (dir / "pass").string();
+  std::ofstream(file) << "from-file\r\n";
+  EXPECT_EQ(read_secret("file:" + file).value().reveal(), "from-file");
+  ::setenv("HM_CORE_TEST_SECRET", "from-env", 1);
+  EXPECT_EQ(read_secret("env:HM_CORE_TEST_SECRET").value().reveal(), "from-env");
+  EXPECT_EQ(read_secret("env:HM_CORE_TEST_UNSET_VAR").error().detail,
+            "environment variable HM_CORE_TEST_UNSET_VAR is not set");
+  EXPECT_EQ(read_secret("hunter2").error().code, Errc::invalid_input);
+  std::ofstream(file, std::ios::trunc) << "";
+  EXPECT_EQ(read_secret("file:" + file).error().detail, "secret file " + file + " is empty");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Files, WriteAtomicSetsModeAndReplaces) {
+  const auto dir = std::filesystem::temp_directory_path() / ("hm-core-w-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto file = (dir / "key.pem").string();
+  ASSERT_TRUE(write_file_atomic(file, as_bytes("one"), 0600));
+  ASSERT_TRUE(write_file_atomic(file, as_bytes("two"), 0600));
+  EXPECT_EQ(read_text_file(file).value(), "two");
+  const auto perms = std::filesystem::status(file).permissions();
+  EXPECT_EQ(perms & std::filesystem::perms::all, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 1);  // no temporary left behind
+  EXPECT_EQ(read_file((dir / "missing").string()).error().code, Errc::not_found);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace hallmark
