@@ -1,7 +1,7 @@
 #pragma once
 // Certificate profiles are data: TOML files in the PKI home's profiles/ folder. A profile decides the
 // subject and every extension of what it issues; a CSR only supplies the key (and, where the profile
-// allows it, a SAN).
+// allows it, a SAN). The TOML schema, its defaults and the built-in profiles: docs/profiles.md.
 #include <chrono>
 #include <map>
 #include <optional>
@@ -29,6 +29,7 @@ struct SubjectRule {
   std::string type;
   std::string value;
   bool required = true;
+  bool operator==(const SubjectRule&) const = default;
 };
 
 struct KeyPolicy {
@@ -36,6 +37,7 @@ struct KeyPolicy {
   bool allow_ed25519 = true;
   int min_rsa_bits = 2048;  // 0: RSA not allowed
   int max_rsa_bits = 4096;
+  bool operator==(const KeyPolicy&) const = default;
 };
 
 struct Profile {
@@ -44,6 +46,8 @@ struct Profile {
   std::string description;
 
   std::vector<SubjectRule> subject;
+  // Default values for {variables} a request does not supply (e.g. org = "Example OEM").
+  std::map<std::string, std::string> variables;
   KeyPolicy key_policy;
 
   // nullopt: no expiry (notAfter 99991231235959Z, 802.1AR §8.5).
@@ -69,11 +73,15 @@ struct Profile {
   // Parses a profile TOML; `origin` names the file in error messages ("profiles/idc.toml: ...").
   [[nodiscard]] static Result<Profile> parse_toml(std::string_view text, std::string_view origin);
   [[nodiscard]] static Result<Profile> load(const std::string& path);
+  // parse_toml(to_toml()) == *this for every valid profile.
   [[nodiscard]] std::string to_toml() const;
+
+  bool operator==(const Profile&) const = default;
 };
 
-// The built-in profiles `hallmark init` writes into a new home: root, sub-ca-<role> for each role,
-// and end-entity bc, idc, tls-server, proxy-client. URLs (CRL DP, AIA) come from `base_url` when set.
+// The built-in profiles `hallmark init` writes into a new home: root, sub-ca-<role> for each role
+// except root, and end-entity bc, idc, tls-server, proxy-client, ocsp-responder, manifest-signer.
+// URLs (CRL DP, AIA) come from `base_url` when set.
 struct DefaultProfileOptions {
   std::string organization = "Example OEM";
   std::string product_oid = "1.3.6.1.4.1.55555.1.1";  // hwType of the IDC's hardwareModuleName
@@ -81,7 +89,9 @@ struct DefaultProfileOptions {
 };
 [[nodiscard]] std::vector<Profile> default_profiles(const DefaultProfileOptions& options);
 
-// Exact, user-facing errors: "key EC P-521 not allowed by profile idc (allowed: P-256, P-384, ...)".
+// Errc::forbidden with exact, user-facing text:
+//   "profile idc does not allow EC P-521 keys (allowed: EC P-256, EC P-384, Ed25519, RSA 2048-4096)"
+//   "profile idc does not allow RSA 1024 keys (minimum 2048 bits)"
 [[nodiscard]] Status check_key_policy(const Profile& profile, const crypto::KeyInfo& key);
 
 }  // namespace hallmark::ca

@@ -41,9 +41,11 @@ class FileSigner final : public Signer {
   [[nodiscard]] const PrivateKey& private_key() const noexcept { return key_; }
 
  private:
+  struct Templates;  // signing contexts initialised once, copied per signature
   PrivateKey key_;
   PublicKey public_key_;
   std::string reference_;
+  std::shared_ptr<const Templates> templates_;
 };
 
 // Verifies a signature made by Signer::sign.

@@ -1,0 +1,26 @@
+#pragma once
+// Shared pieces of the hallmark command line: exit codes, error printing, the --home option.
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "hallmark/core/result.hpp"
+
+namespace hallmark::app {
+
+// Exit codes, stable for scripts: 0 ok, 1 internal/crypto, 2 invalid input, 3 not found,
+// 4 conflict, 5 forbidden/unauthenticated, 6 unavailable.
+[[nodiscard]] int exit_code(Errc code) noexcept;
+// Prints "hallmark: error: <detail>" to stderr and returns the exit code.
+int report(const Error& error);
+
+struct GlobalOptions {
+  std::string home = ".";
+};
+
+// Each command group installs its subcommands; the callbacks set `status`.
+void add_init_command(CLI::App& app, const GlobalOptions& global, int& status);
+void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& status);
+void add_cert_commands(CLI::App& app, const GlobalOptions& global, int& status);
+void add_profile_commands(CLI::App& app, const GlobalOptions& global, int& status);
+
+}  // namespace hallmark::app

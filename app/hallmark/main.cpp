@@ -1,0 +1,62 @@
+// hallmark: the OEM's PKI, inventory and registration authority, on one command line.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "cli.hpp"
+#include "hallmark/core/log.hpp"
+
+namespace hallmark::app {
+
+int exit_code(Errc code) noexcept {
+  switch (code) {
+    case Errc::invalid_input: return 2;
+    case Errc::not_found: return 3;
+    case Errc::conflict: return 4;
+    case Errc::forbidden:
+    case Errc::unauthenticated: return 5;
+    case Errc::unavailable: return 6;
+    case Errc::crypto:
+    case Errc::internal: return 1;
+  }
+  return 1;
+}
+
+int report(const Error& error) {
+  fmt::print(stderr, "hallmark: error: {}\n", error.detail);
+  return exit_code(error.code);
+}
+
+}  // namespace hallmark::app
+
+int main(int argc, char** argv) {
+  using namespace hallmark::app;
+  CLI::App app{
+      "hallmark: permanent device identities. The OEM's CAs, the inventory of birth certificates and\n"
+      "the registration authority that issues IEEE 802.1AR Initial Device Certificates."};
+  app.set_version_flag("--version", "hallmark 0.1.0");
+  app.require_subcommand(1);
+  GlobalOptions global;
+  app.add_option("--home", global.home, "PKI home directory (holds hallmark.toml)")
+      ->envname("HALLMARK_HOME")
+      ->capture_default_str();
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Log debug events to stderr");
+
+  int status = 0;
+  add_init_command(app, global, status);
+  add_ca_commands(app, global, status);
+  add_cert_commands(app, global, status);
+  add_profile_commands(app, global, status);
+  app.parse_complete_callback([&] {
+    if (verbose) hallmark::log::set_level(hallmark::log::Level::debug);
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return status;
+}

@@ -1,0 +1,190 @@
+#pragma once
+// Repositories as role interfaces, one Store facade implementing them all, and open_store(url).
+// Every mutating call is one durable transaction: it returns after its commit reached disk.
+// See docs/store.md for the schema, the audit chain encoding and the concurrency model.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hallmark/core/result.hpp"
+#include "hallmark/store/records.hpp"
+
+namespace hallmark::store {
+
+class CaStore {
+ public:
+  virtual ~CaStore() = default;
+  // conflict when the name exists.
+  [[nodiscard]] virtual Result<Id> add_ca(const CaRecord& ca) = 0;
+  [[nodiscard]] virtual Result<CaRecord> find_ca(std::string_view name) = 0;
+  [[nodiscard]] virtual Result<std::vector<CaRecord>> list_cas() = 0;
+  [[nodiscard]] virtual Status set_ca_status(std::string_view name, std::string_view status) = 0;
+  // Increments and returns the CA's CRL number (atomic).
+  [[nodiscard]] virtual Result<std::int64_t> next_crl_number(std::string_view name) = 0;
+
+  [[nodiscard]] virtual Result<Id> add_trust_anchor(const TrustAnchor& anchor) = 0;
+  [[nodiscard]] virtual Result<std::vector<TrustAnchor>> list_trust_anchors(std::string_view purpose = {}) = 0;
+};
+
+// A manifest (or reel) file and its entries, imported in one transaction.
+struct ManifestImport {
+  ManifestRecord manifest;            // id and inserted_count are filled by the store
+  std::vector<DeviceRecord> devices;  // id, state, flags and mount fields are ignored
+  AuditEvent audit;                   // action/object describe the import; outcome set by the store
+};
+
+struct ManifestImportResult {
+  Id manifest_id = 0;
+  std::int64_t inserted = 0;   // new devices
+  std::int64_t unchanged = 0;  // entries identical to a known device: no-op
+  bool manifest_known = false;  // the same file (sha256) was imported before
+};
+
+class InventoryStore {
+ public:
+  virtual ~InventoryStore() = default;
+  // Idempotent: the same entry again is a no-op; a different entry for a known vendor unique id,
+  // UKID or BC fingerprint is a conflict and nothing of the file is imported.
+  [[nodiscard]] virtual Result<ManifestImportResult> import_manifest(const ManifestImport& import) = 0;
+  [[nodiscard]] virtual Result<ManifestRecord> find_manifest(std::string_view sha256) = 0;
+
+  [[nodiscard]] virtual Result<DeviceRecord> find_device(Id id) = 0;
+  [[nodiscard]] virtual Result<DeviceRecord> find_device_by_bc_fingerprint(std::string_view bc_sha256) = 0;
+  [[nodiscard]] virtual Result<DeviceRecord> find_device_by_unique_id(std::string_view vendor_unique_id) = 0;
+  [[nodiscard]] virtual Result<DeviceRecord> find_device_by_ukid(std::string_view ukid) = 0;
+
+  // received -> mounted (conflict from any other state). The audit record is appended in the
+  // same transaction.
+  [[nodiscard]] virtual Status mount_device(std::string_view vendor_unique_id, std::string_view station,
+                                            const AuditEvent& audit) = 0;
+  // any state -> retired.
+  [[nodiscard]] virtual Status retire_device(std::string_view vendor_unique_id, const AuditEvent& audit) = 0;
+  // BC flags: revoked (our own BC CA revoked it) or consumed (a vendor's BC used up).
+  [[nodiscard]] virtual Status mark_bc_revoked(Id device_id, const AuditEvent& audit) = 0;
+  [[nodiscard]] virtual Status mark_bc_consumed(Id device_id, const AuditEvent& audit) = 0;
+};
+
+class EndEntityStore {
+ public:
+  virtual ~EndEntityStore() = default;
+  // conflict when the username exists.
+  [[nodiscard]] virtual Result<Id> add_end_entity(const EndEntityRecord& ee, const AuditEvent& audit) = 0;
+  [[nodiscard]] virtual Result<EndEntityRecord> find_end_entity(std::string_view username) = 0;
+  [[nodiscard]] virtual Status set_end_entity_state(std::string_view username, EndEntityState state,
+                                                    const AuditEvent& audit) = 0;
+};
+
+enum class IssuanceKind {
+  enroll,    // end entity must be `new` with requests left; becomes `generated`, issued_count + 1
+  reenroll,  // end entity must be `generated`; renewal_count + 1
+};
+
+struct IssuanceRequest {
+  IssuanceKind kind = IssuanceKind::enroll;
+  std::string username;  // the end entity; its device gets state `enrolled`
+  // serial_hex, issuer_ca, subject, validity, public_key_sha256, der; device_id and end_entity_id
+  // are taken from the end entity.
+  CertificateRecord certificate;
+  // time, actor, action, object (defaults to the username), request_id; the outcome and, for a
+  // refusal, the reason are set by the store.
+  AuditEvent audit;
+};
+
+struct CertificateFilter {
+  std::optional<std::string> issuer_ca;
+  std::optional<Id> device_id;
+  std::optional<CertificateStatus> status;
+  std::optional<Seconds> expiring_before;  // not_after < this
+  std::int64_t limit = 1000;
+  Id after_id = 0;  // paging: only ids greater than this, ascending
+};
+
+class CertificateStore {
+ public:
+  virtual ~CertificateStore() = default;
+  // THE issuance transaction: checks the end entity, inserts the certificate, updates end entity
+  // and device, appends the accepted audit record, all in one transaction. A refusal (conflict:
+  // duplicate serial, end entity not issuable; not_found: unknown end entity) is returned as the
+  // error and audited as refused in a transaction of its own.
+  [[nodiscard]] virtual Result<CertificateRecord> record_issuance(const IssuanceRequest& request) = 0;
+  // For idempotent retry: the newest good certificate of this device with this public key.
+  [[nodiscard]] virtual Result<CertificateRecord> find_certificate_by_device_and_key(
+      Id device_id, std::string_view public_key_sha256) = 0;
+  [[nodiscard]] virtual Result<CertificateRecord> find_certificate_by_serial(std::string_view serial_hex) = 0;
+  // The newest certificate of the device whose UKID is given (for `cert export --ukid`).
+  [[nodiscard]] virtual Result<CertificateRecord> find_certificate_by_ukid(std::string_view ukid) = 0;
+  [[nodiscard]] virtual Result<std::vector<CertificateRecord>> list_certificates(
+      const CertificateFilter& filter) = 0;
+  // good -> revoked, with the audit record, in one transaction. conflict when already revoked.
+  [[nodiscard]] virtual Status revoke_certificate(std::string_view serial_hex, Seconds when, int reason,
+                                                  const AuditEvent& audit) = 0;
+};
+
+struct AuditVerification {
+  bool ok = true;
+  std::int64_t records = 0;             // records checked
+  std::optional<Id> first_broken_id;    // the first record that is missing, changed or out of place
+  std::string reason;                   // why it is broken
+  Bytes head_hash;                      // hash of the last record (anchor it elsewhere)
+};
+
+class AuditLog {
+ public:
+  virtual ~AuditLog() = default;
+  [[nodiscard]] virtual Result<Id> append_audit(const AuditEvent& event) = 0;
+  [[nodiscard]] virtual Result<std::vector<AuditRecord>> list_audit(Id after_id, std::int64_t limit) = 0;
+  // Walks the whole chain; ok=false names the first broken record.
+  [[nodiscard]] virtual Result<AuditVerification> verify_audit_chain() = 0;
+};
+
+struct SchemaStatus {
+  int current_version = 0;
+  int latest_version = 0;
+  [[nodiscard]] bool pending() const { return current_version < latest_version; }
+};
+
+struct IntegrityReport {
+  bool ok = true;
+  std::string detail;  // "ok" or what is wrong (database engine check, audit chain)
+  AuditVerification audit;
+};
+
+class Store : public CaStore,
+              public InventoryStore,
+              public EndEntityStore,
+              public CertificateStore,
+              public AuditLog {
+ public:
+  // "sqlite", "postgresql"
+  [[nodiscard]] virtual std::string_view backend() const noexcept = 0;
+
+  // Applies pending migrations; idempotent (and safe when several nodes start together).
+  [[nodiscard]] virtual Result<SchemaStatus> migrate() = 0;
+  // Reports the schema version without changing anything.
+  [[nodiscard]] virtual Result<SchemaStatus> check() = 0;
+  // Engine check (SQLite: PRAGMA integrity_check) plus the audit chain.
+  [[nodiscard]] virtual Result<IntegrityReport> integrity_check() = 0;
+
+  // Leader-only jobs (CRL generation): true when `holder` holds the lease `name` until now + ttl.
+  // A lease row with expiry (works on PostgreSQL-compatible distributed engines too).
+  [[nodiscard]] virtual Result<bool> try_leader_lease(std::string_view name, std::string_view holder,
+                                                      std::chrono::seconds ttl, Seconds now) = 0;
+  [[nodiscard]] virtual Status release_leader_lease(std::string_view name, std::string_view holder) = 0;
+};
+
+struct StoreOptions {
+  // PostgreSQL: connections for readers (the writer has one more of its own).
+  int pool_size = 8;
+  // Most transactions the writer commits together.
+  int max_batch = 256;
+};
+
+// "sqlite:PATH", "sqlite::memory:", "postgresql://..." or "postgres://...". Does not migrate.
+// invalid_input for an unknown scheme, unavailable when the database cannot be reached.
+[[nodiscard]] Result<std::unique_ptr<Store>> open_store(std::string_view url, const StoreOptions& options = {});
+
+}  // namespace hallmark::store

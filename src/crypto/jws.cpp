@@ -1,0 +1,1 @@
+#include "hallmark/crypto/jws.hpp"

@@ -1,0 +1,312 @@
+#include "hallmark/crypto/key.hpp"
+
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+
+#include <algorithm>
+#include <cctype>
+#include <climits>
+
+#include "hallmark/crypto/digest.hpp"
+#include "hallmark/crypto/handle.hpp"
+
+namespace hallmark::crypto {
+
+namespace {
+
+// PBKDF2-HMAC-SHA256 iterations (OWASP 2023). scrypt N=2^14, r=8, p=1 (16 MiB) is what `openssl pkcs8
+// -scrypt` writes; N=2^15 would exceed the 32 MiB that OpenSSL 3.0 allows when it decrypts.
+constexpr int kPbkdf2Iterations = 600000;
+constexpr std::uint64_t kScryptN = 1u << 14;
+constexpr std::uint64_t kScryptR = 8;
+constexpr std::uint64_t kScryptP = 1;
+
+using Pkcs8InfoPtr = Handle<PKCS8_PRIV_KEY_INFO, PKCS8_PRIV_KEY_INFO_free>;
+using X509SigPtr = Handle<X509_SIG, X509_SIG_free>;
+using X509AlgorPtr = Handle<X509_ALGOR, X509_ALGOR_free>;
+
+std::shared_ptr<EVP_PKEY> share(EVP_PKEY* key) { return std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free); }
+
+struct PassphraseState {
+  const Secret* passphrase = nullptr;
+  bool asked = false;
+  bool too_long = false;
+};
+
+// Never lets OpenSSL fall back to prompting on the terminal.
+int passphrase_callback(char* buf, int size, int /*rwflag*/, void* user) {
+  auto* state = static_cast<PassphraseState*>(user);
+  state->asked = true;
+  if (state->passphrase == nullptr) return -1;
+  const auto value = state->passphrase->reveal();
+  if (value.size() > static_cast<std::size_t>(size)) {
+    state->too_long = true;
+    return -1;
+  }
+  std::copy(value.begin(), value.end(), buf);
+  return static_cast<int>(value.size());
+}
+
+std::string lower_alnum(std::string_view name) {
+  std::string out;
+  for (char c : name) {
+    if (std::isalnum(static_cast<unsigned char>(c))) out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
+std::string group_name(EVP_PKEY* key) {
+  char name[80] = {};
+  std::size_t len = 0;
+  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof name, &len) != 1) return {};
+  const int nid = OBJ_sn2nid(name);
+  if (nid != NID_undef) {
+    if (const char* nist = EC_curve_nid2nist(nid); nist != nullptr) return nist;
+  }
+  return std::string(name, len);
+}
+
+}  // namespace
+
+Result<KeyType> parse_key_type(std::string_view name) {
+  std::string n = lower_alnum(name);
+  if (n.starts_with("ec") && n.size() > 2 && n[2] != 'd') n.erase(0, 2);  // "ec-p256" but not "ed25519"
+  if (n == "p256" || n == "prime256v1" || n == "secp256r1") return KeyType::ec_p256;
+  if (n == "p384" || n == "secp384r1") return KeyType::ec_p384;
+  if (n == "ed25519") return KeyType::ed25519;
+  if (n == "rsa2048") return KeyType::rsa2048;
+  if (n == "rsa3072") return KeyType::rsa3072;
+  if (n == "rsa4096") return KeyType::rsa4096;
+  return fail(Errc::invalid_input, "unknown key type '" + std::string(name) +
+                                       "' (expected p256, p384, ed25519, rsa2048, rsa3072 or rsa4096)");
+}
+
+std::string_view to_string(KeyType type) noexcept {
+  switch (type) {
+    case KeyType::ec_p256: return "p256";
+    case KeyType::ec_p384: return "p384";
+    case KeyType::ed25519: return "ed25519";
+    case KeyType::rsa2048: return "rsa2048";
+    case KeyType::rsa3072: return "rsa3072";
+    case KeyType::rsa4096: return "rsa4096";
+  }
+  return "unknown";
+}
+
+std::string KeyInfo::describe() const {
+  switch (algorithm) {
+    case Algorithm::ec: return "EC " + (curve.empty() ? std::string("unknown curve") : curve);
+    case Algorithm::ed25519: return "Ed25519";
+    case Algorithm::rsa: return "RSA " + std::to_string(bits);
+    case Algorithm::other: break;
+  }
+  return "unsupported key type";
+}
+
+// ---------------------------------------------------------------------------------------------------
+// PublicKey
+
+Result<PublicKey> PublicKey::parse_der(ByteView spki) {
+  if (spki.size() > static_cast<std::size_t>(LONG_MAX)) return fail(Errc::invalid_input, "public key too large");
+  const auto* p = reinterpret_cast<const unsigned char*>(spki.data());
+  const auto* end = p + spki.size();
+  EvpPkeyPtr key(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size())));
+  if (!key) return openssl_fail(Errc::invalid_input, "cannot parse public key");
+  if (p != end) return fail(Errc::invalid_input, "cannot parse public key: trailing data after SubjectPublicKeyInfo");
+  ERR_clear_error();
+  return adopt(key.release());
+}
+
+Result<PublicKey> PublicKey::parse_pem(std::string_view pem) {
+  auto bio = make_read_bio(pem.data(), pem.size());
+  if (!bio) return fail(Errc::invalid_input, "cannot parse public key: input too large");
+  EvpPkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
+  if (!key) return openssl_fail(Errc::invalid_input, "cannot parse public key PEM");
+  ERR_clear_error();
+  return adopt(key.release());
+}
+
+Bytes PublicKey::to_der() const {
+  if (!key_) return {};
+  unsigned char* der = nullptr;
+  const int n = i2d_PUBKEY(key_.get(), &der);
+  if (n <= 0) return {};
+  Bytes out(reinterpret_cast<std::byte*>(der), reinterpret_cast<std::byte*>(der) + n);
+  OPENSSL_free(der);
+  return out;
+}
+
+std::string PublicKey::to_pem() const {
+  if (!key_) return {};
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_PUBKEY(bio.get(), key_.get()) != 1) return {};
+  return bio_to_string(bio.get());
+}
+
+KeyInfo PublicKey::info() const {
+  KeyInfo info{KeyInfo::Algorithm::other, {}, 0};
+  if (!key_) return info;
+  EVP_PKEY* key = key_.get();
+  if (EVP_PKEY_is_a(key, "EC")) {
+    info.algorithm = KeyInfo::Algorithm::ec;
+    info.curve = group_name(key);
+    info.bits = EVP_PKEY_get_bits(key);
+  } else if (EVP_PKEY_is_a(key, "ED25519")) {
+    info.algorithm = KeyInfo::Algorithm::ed25519;
+    info.bits = 256;
+  } else if (EVP_PKEY_is_a(key, "RSA")) {
+    info.algorithm = KeyInfo::Algorithm::rsa;
+    info.bits = EVP_PKEY_get_bits(key);
+  } else {
+    info.bits = EVP_PKEY_get_bits(key);
+  }
+  return info;
+}
+
+std::string PublicKey::sha256_hex() const { return crypto::sha256_hex(to_der()); }
+
+bool PublicKey::operator==(const PublicKey& other) const {
+  if (!key_ || !other.key_) return !key_ && !other.key_;
+  return key_ == other.key_ || EVP_PKEY_eq(key_.get(), other.key_.get()) == 1;
+}
+
+PublicKey PublicKey::adopt(EVP_PKEY* key) {
+  PublicKey out;
+  out.key_ = share(key);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// PrivateKey
+
+Result<PrivateKey> PrivateKey::generate(KeyType type) {
+  EVP_PKEY* key = nullptr;
+  switch (type) {
+    case KeyType::ec_p256: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256"); break;
+    case KeyType::ec_p384: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384"); break;
+    case KeyType::ed25519: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"); break;
+    case KeyType::rsa2048: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::size_t{2048}); break;
+    case KeyType::rsa3072: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::size_t{3072}); break;
+    case KeyType::rsa4096: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::size_t{4096}); break;
+  }
+  if (key == nullptr) return openssl_fail(Errc::crypto, "cannot generate " + std::string(to_string(type)) + " key");
+  return adopt(key);
+}
+
+Result<PrivateKey> PrivateKey::parse_pem(std::string_view pem, const Secret* passphrase) {
+  auto bio = make_read_bio(pem.data(), pem.size());
+  if (!bio) return fail(Errc::invalid_input, "cannot parse private key: input too large");
+  PassphraseState state{passphrase, false, false};
+  ERR_clear_error();
+  EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, passphrase_callback, &state));
+  if (!key) {
+    if (state.asked && passphrase == nullptr) {
+      ERR_clear_error();
+      return fail(Errc::invalid_input, "private key is encrypted: a passphrase is required");
+    }
+    if (state.too_long) {
+      ERR_clear_error();
+      return fail(Errc::invalid_input, "cannot decrypt private key: passphrase too long");
+    }
+    if (state.asked) {
+      ERR_clear_error();
+      return fail(Errc::invalid_input, "cannot decrypt private key: wrong passphrase or corrupt key");
+    }
+    if (pem.find("-----BEGIN") == std::string_view::npos) {
+      ERR_clear_error();
+      return fail(Errc::invalid_input, "cannot parse private key: no PEM block found");
+    }
+    return openssl_fail(Errc::invalid_input, "cannot parse private key");
+  }
+  ERR_clear_error();
+  return adopt(key.release());
+}
+
+Result<PrivateKey> PrivateKey::parse_der(ByteView pkcs8) {
+  if (pkcs8.size() > static_cast<std::size_t>(LONG_MAX)) return fail(Errc::invalid_input, "private key too large");
+  const auto* p = reinterpret_cast<const unsigned char*>(pkcs8.data());
+  const auto* end = p + pkcs8.size();
+  Pkcs8InfoPtr info(d2i_PKCS8_PRIV_KEY_INFO(nullptr, &p, static_cast<long>(pkcs8.size())));
+  if (!info) return openssl_fail(Errc::invalid_input, "cannot parse PKCS#8 private key");
+  if (p != end) return fail(Errc::invalid_input, "cannot parse PKCS#8 private key: trailing data");
+  EvpPkeyPtr key(EVP_PKCS82PKEY(info.get()));
+  if (!key) return openssl_fail(Errc::invalid_input, "cannot parse PKCS#8 private key");
+  ERR_clear_error();
+  return adopt(key.release());
+}
+
+Result<Secret> PrivateKey::to_pem(const Secret* passphrase, Kdf kdf) const {
+  if (!key_) return fail(Errc::internal, "empty private key");
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio) return openssl_fail(Errc::internal, "cannot allocate BIO");
+  if (passphrase == nullptr) {
+    if (PEM_write_bio_PKCS8PrivateKey(bio.get(), key_.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
+      return openssl_fail(Errc::crypto, "cannot encode private key");
+    }
+    return Secret(bio_to_string(bio.get()));
+  }
+  if (passphrase->empty()) return fail(Errc::invalid_input, "cannot encrypt private key: empty passphrase");
+  if (passphrase->size() > static_cast<std::size_t>(INT_MAX)) {
+    return fail(Errc::invalid_input, "cannot encrypt private key: passphrase too long");
+  }
+  Pkcs8InfoPtr info(EVP_PKEY2PKCS8(key_.get()));
+  if (!info) return openssl_fail(Errc::crypto, "cannot encode private key");
+  X509AlgorPtr pbe(kdf == Kdf::scrypt
+                       ? PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), nullptr, 0, nullptr, kScryptN, kScryptR, kScryptP)
+                       : PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), kPbkdf2Iterations, nullptr, 0, nullptr,
+                                           NID_hmacWithSHA256));
+  if (!pbe) return openssl_fail(Errc::crypto, "cannot set up private key encryption");
+  const auto pass = passphrase->reveal();
+  X509SigPtr sig(PKCS8_set0_pbe(pass.data(), static_cast<int>(pass.size()), info.get(), pbe.get()));
+  if (!sig) return openssl_fail(Errc::crypto, "cannot encrypt private key");
+  pbe.release();  // owned by sig now
+  if (PEM_write_bio_PKCS8(bio.get(), sig.get()) != 1) return openssl_fail(Errc::crypto, "cannot encode private key");
+  return Secret(bio_to_string(bio.get()));
+}
+
+Result<Secret> PrivateKey::to_der() const {
+  if (!key_) return fail(Errc::internal, "empty private key");
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || i2d_PKCS8PrivateKey_bio(bio.get(), key_.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
+    return openssl_fail(Errc::crypto, "cannot encode private key");
+  }
+  return Secret(bio_to_string(bio.get()));
+}
+
+PublicKey PrivateKey::public_key() const {
+  if (!key_) return {};
+  // A public-only copy: what leaves as a PublicKey must not carry the private half.
+  unsigned char* der = nullptr;
+  const int n = i2d_PUBKEY(key_.get(), &der);
+  if (n <= 0) return {};
+  const unsigned char* p = der;
+  EVP_PKEY* pub = d2i_PUBKEY(nullptr, &p, n);
+  OPENSSL_free(der);
+  if (pub == nullptr) return {};
+  return PublicKey::adopt(pub);
+}
+
+PrivateKey PrivateKey::adopt(EVP_PKEY* key) {
+  PrivateKey out;
+  out.key_ = share(key);
+  return out;
+}
+
+Result<PrivateKey> load_private_key(const std::string& path, std::string_view passphrase_source) {
+  auto text = HM_TRY(read_file(path));
+  const Secret pem(std::string(as_chars(text)));
+  if (!text.empty()) OPENSSL_cleanse(text.data(), text.size());
+  if (passphrase_source.empty()) return PrivateKey::parse_pem(pem.reveal());
+  const Secret passphrase = HM_TRY(read_secret(passphrase_source));
+  return PrivateKey::parse_pem(pem.reveal(), &passphrase);
+}
+
+Status save_private_key(const std::string& path, const PrivateKey& key, const Secret* passphrase, Kdf kdf) {
+  const Secret pem = HM_TRY(key.to_pem(passphrase, kdf));
+  return write_file_atomic(path, as_bytes(pem.reveal()), 0600);
+}
+
+}  // namespace hallmark::crypto
