@@ -54,48 +54,53 @@ unsigned mode_of(const std::string& p) {
 TEST_F(Cli, InitPrintsTheTreeOfWhatItMade) {
   ASSERT_EQ(init_output_->exit_code, 0) << init_output_->output;
   const auto& out = init_output_->output;
-  for (const char* expected : {"hallmark.toml", "secrets/ca-passphrase", "root/  [root] CN=Acme Devices Root CA",
-                               "bc/  [bc] CN=Acme Devices Birth Certificate CA", "idc/  [idc] CN=Acme Devices IDC Issuing CA",
-                               "tls/  [tls] CN=Acme Devices TLS CA", "tls/server.pem", "ocsp/idc.pem", "EC P-256"}) {
+  for (const char* expected :
+       {"hallmark.toml", "secrets/ca-passphrase", "root/  [root] CN=Acme Devices Root CA",
+        "bc/  [bc] CN=Acme Devices Birth Certificate CA", "idc/  [idc] CN=Acme Devices IDC Issuing CA",
+        "tls/  [tls] CN=Acme Devices TLS CA", "tls/server.pem", "ocsp/idc.pem", "EC P-256"}) {
     EXPECT_NE(out.find(expected), std::string::npos) << "missing '" << expected << "' in:\n" << out;
   }
 }
 
 TEST_F(Cli, InitWritesEncryptedKeysReadableOnlyByOwner) {
-  for (const char* key : {"ca/root/key.pem", "ca/bc/key.pem", "ca/idc/key.pem", "ca/tls/key.pem", "tls/server.key",
-                          "ocsp/idc.key", "secrets/ca-passphrase"}) {
+  for (const char* key : {"ca/root/key.pem", "ca/bc/key.pem", "ca/idc/key.pem", "ca/tls/key.pem",
+                          "tls/server.key", "ocsp/idc.key", "secrets/ca-passphrase"}) {
     EXPECT_EQ(mode_of(path(key)), 0600u) << key;
   }
   const auto pem = read_text_file(path("ca/idc/key.pem")).value();
   EXPECT_TRUE(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----")) << pem.substr(0, 40);
   // openssl reads it with the passphrase and not without.
-  EXPECT_EQ(run("openssl pkey -in " + shell_quote(path("ca/idc/key.pem")) + " -passin file:" +
-                shell_quote(path("secrets/ca-passphrase")) + " -noout")
+  EXPECT_EQ(run("openssl pkey -in " + shell_quote(path("ca/idc/key.pem")) +
+                " -passin file:" + shell_quote(path("secrets/ca-passphrase")) + " -noout")
                 .exit_code,
             0);
-  EXPECT_NE(run("openssl pkey -in " + shell_quote(path("ca/idc/key.pem")) + " -passin pass:wrong -noout").exit_code, 0);
+  EXPECT_NE(
+      run("openssl pkey -in " + shell_quote(path("ca/idc/key.pem")) + " -passin pass:wrong -noout").exit_code,
+      0);
 }
 
 TEST_F(Cli, InitRefusesAnExistingHome) {
   const auto r = hm("init");
   EXPECT_EQ(r.exit_code, 4);
-  EXPECT_EQ(r.output, "hallmark: error: " + home() + " already holds a PKI home (hallmark.toml exists); refusing to overwrite it\n");
+  EXPECT_EQ(r.output, "hallmark: error: " + home() +
+                          " already holds a PKI home (hallmark.toml exists); refusing to overwrite it\n");
 }
 
 TEST_F(Cli, ChainsVerifyWithOpenssl) {
   const auto root = shell_quote(path("ca/root/cert.pem"));
   for (const char* ca : {"bc", "idc", "tls"}) {
-    const auto r = run("openssl verify -CAfile " + root + " " + shell_quote(path(std::string("ca/") + ca + "/cert.pem")));
+    const auto r = run("openssl verify -CAfile " + root + " " +
+                       shell_quote(path(std::string("ca/") + ca + "/cert.pem")));
     EXPECT_EQ(r.exit_code, 0) << r.output;
   }
-  auto r = run("openssl verify -purpose sslserver -CAfile " + root + " -untrusted " + shell_quote(path("ca/tls/cert.pem")) +
-               " " + shell_quote(path("tls/server.pem")));
+  auto r = run("openssl verify -purpose sslserver -CAfile " + root + " -untrusted " +
+               shell_quote(path("ca/tls/cert.pem")) + " " + shell_quote(path("tls/server.pem")));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   r = run("openssl x509 -noout -ext subjectAltName -in " + shell_quote(path("tls/server.pem")));
   EXPECT_NE(r.output.find("DNS:localhost"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("IP Address:127.0.0.1"), std::string::npos) << r.output;
-  r = run("openssl verify -purpose ocsphelper -CAfile " + root + " -untrusted " + shell_quote(path("ca/idc/cert.pem")) +
-          " " + shell_quote(path("ocsp/idc.pem")));
+  r = run("openssl verify -purpose ocsphelper -CAfile " + root + " -untrusted " +
+          shell_quote(path("ca/idc/cert.pem")) + " " + shell_quote(path("ocsp/idc.pem")));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   r = run("openssl x509 -noout -text -in " + shell_quote(path("ocsp/idc.pem")));
   EXPECT_NE(r.output.find("OCSP Signing"), std::string::npos) << r.output;
@@ -105,8 +110,9 @@ TEST_F(Cli, ChainsVerifyWithOpenssl) {
 TEST_F(Cli, IssuesAn8021arIdcFromTheReferenceCsr) {
   const auto ukid = read_text_file(kVectors + "/bc.ukid").value().substr(0, 64);
   const auto out = tmp("idc.pem");
-  auto r = hm("cert issue --csr " + shell_quote(kVectors + "/idc.csr") + " --profile idc --set serial=" + ukid +
-              " --set hw_serial=0123F2408EA1FCF201 --out " + shell_quote(out));
+  auto r =
+      hm("cert issue --csr " + shell_quote(kVectors + "/idc.csr") + " --profile idc --set serial=" + ukid +
+         " --set hw_serial=0123F2408EA1FCF201 --out " + shell_quote(out));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("by CA idc"), std::string::npos) << r.output;
 
@@ -115,7 +121,8 @@ TEST_F(Cli, IssuesAn8021arIdcFromTheReferenceCsr) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
 
   r = run("openssl x509 -noout -text -nameopt RFC2253 -in " + shell_quote(out));
-  EXPECT_NE(r.output.find("Subject: CN=Acme Widget,O=Acme Devices,serialNumber=" + ukid), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Subject: CN=Acme Widget,O=Acme Devices,serialNumber=" + ukid), std::string::npos)
+      << r.output;
   EXPECT_NE(r.output.find("TLS Web Client Authentication"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("Digital Signature, Key Agreement"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("URI:http://pki.acme.test/crl/idc.crl"), std::string::npos) << r.output;
@@ -126,7 +133,8 @@ TEST_F(Cli, IssuesAn8021arIdcFromTheReferenceCsr) {
   EXPECT_NE(r.output.find("OBJECT            :1.3.6.1.4.1.55555.1.1"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("[HEX DUMP]:0123F2408EA1FCF201"), std::string::npos) << r.output;
   // The otherName type is id-on-hardwareModuleName; openssl's asn1parse names the OID numerically.
-  r = run("openssl asn1parse -in " + shell_quote(out) + " -strparse $(openssl asn1parse -in " + shell_quote(out) +
+  r = run("openssl asn1parse -in " + shell_quote(out) + " -strparse $(openssl asn1parse -in " +
+          shell_quote(out) +
           " | grep -A1 'X509v3 Subject Alternative Name' | tail -1 | cut -d: -f1 | tr -d ' ')");
   EXPECT_NE(r.output.find("1.3.6.1.5.5.7.8.4"), std::string::npos) << r.output;
 }
@@ -141,13 +149,16 @@ TEST_F(Cli, CertShowDescribesAChain) {
 TEST_F(Cli, SignsAVendorSubCaWhoseKeyStaysWithTheVendor) {
   const auto key = tmp("vendor-bc.key");
   const auto csr = tmp("vendor-bc.csr");
-  auto r = run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " + shell_quote(key) +
-               " -subj '/O=Example Silicon/CN=Example Silicon BC CA for Acme' -out " + shell_quote(csr));
+  auto r =
+      run("openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " + shell_quote(key) +
+          " -subj '/O=Example Silicon/CN=Example Silicon BC CA for Acme' -out " + shell_quote(csr));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto chain = tmp("vendor-bc-chain.pem");
-  r = hm("ca sign-subca --csr " + shell_quote(csr) + " --role bc --name vendor-bc --out " + shell_quote(chain));
+  r = hm("ca sign-subca --csr " + shell_quote(csr) + " --role bc --name vendor-bc --out " +
+         shell_quote(chain));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run("openssl verify -CAfile " + shell_quote(path("ca/root/cert.pem")) + " " + shell_quote(path("ca/vendor-bc/cert.pem")));
+  r = run("openssl verify -CAfile " + shell_quote(path("ca/root/cert.pem")) + " " +
+          shell_quote(path("ca/vendor-bc/cert.pem")));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   r = run("openssl x509 -noout -text -in " + shell_quote(path("ca/vendor-bc/cert.pem")));
   EXPECT_NE(r.output.find("CA:TRUE, pathlen:0"), std::string::npos) << r.output;
@@ -157,19 +168,21 @@ TEST_F(Cli, SignsAVendorSubCaWhoseKeyStaysWithTheVendor) {
   // The vendor's key signs under the new sub-CA: the chain holds end to end.
   const auto leaf_key = tmp("chip.key");
   const auto leaf = tmp("chip.pem");
-  r = run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " + shell_quote(leaf_key) +
-          " -subj '/CN=chip' -CA " + shell_quote(path("ca/vendor-bc/cert.pem")) + " -CAkey " + shell_quote(key) +
-          " -days 1 -out " + shell_quote(leaf));
+  r = run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " +
+          shell_quote(leaf_key) + " -subj '/CN=chip' -CA " + shell_quote(path("ca/vendor-bc/cert.pem")) +
+          " -CAkey " + shell_quote(key) + " -days 1 -out " + shell_quote(leaf));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run("openssl verify -CAfile " + shell_quote(path("ca/root/cert.pem")) + " -untrusted " + shell_quote(chain) + " " +
-          shell_quote(leaf));
+  r = run("openssl verify -CAfile " + shell_quote(path("ca/root/cert.pem")) + " -untrusted " +
+          shell_quote(chain) + " " + shell_quote(leaf));
   EXPECT_EQ(r.exit_code, 0) << r.output;
 
   r = hm("ca list");
   EXPECT_NE(r.output.find("vendor-bc  bc        root    vendor"), std::string::npos) << r.output;
   r = hm("cert issue --csr " + shell_quote(kVectors + "/idc.csr") + " --profile bc --ca vendor-bc");
   EXPECT_EQ(r.exit_code, 5);
-  EXPECT_EQ(r.output, "hallmark: error: CA 'vendor-bc' has no key here (its key is held by the vendor); it cannot sign\n");
+  EXPECT_EQ(
+      r.output,
+      "hallmark: error: CA 'vendor-bc' has no key here (its key is held by the vendor); it cannot sign\n");
   r = hm("ca sign-subca --csr " + shell_quote(csr) + " --role bc --name vendor-bc");
   EXPECT_EQ(r.exit_code, 4);
   EXPECT_EQ(r.output, "hallmark: error: a CA named 'vendor-bc' already exists\n");
@@ -185,15 +198,17 @@ TEST_F(Cli, CreatesAndExportsASubCa) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = run("grep -c 'BEGIN CERTIFICATE' " + shell_quote(chain));
   EXPECT_EQ(r.output, "2\n");
-  r = run("openssl verify -CAfile " + shell_quote(path("ca/root/cert.pem")) + " " + shell_quote(path("ca/idc-2027/cert.pem")));
+  r = run("openssl verify -CAfile " + shell_quote(path("ca/root/cert.pem")) + " " +
+          shell_quote(path("ca/idc-2027/cert.pem")));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   r = hm("ca show idc-2027");
   EXPECT_NE(r.output.find("role:        idc"), std::string::npos) << r.output;
 }
 
 TEST_F(Cli, ImportsAnExternalVendorRoot) {
-  auto r = hm("ca import-external " + shell_quote(kSamples + "/microchip/Crypto_Authentication_Root_CA_002.crt") +
-              " --name microchip-root --role bc");
+  auto r =
+      hm("ca import-external " + shell_quote(kSamples + "/microchip/Crypto_Authentication_Root_CA_002.crt") +
+         " --name microchip-root --role bc");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = hm("ca list");
   EXPECT_NE(r.output.find("microchip-root"), std::string::npos) << r.output;
@@ -201,7 +216,8 @@ TEST_F(Cli, ImportsAnExternalVendorRoot) {
   r = hm("ca import-external " + shell_quote(kVectors + "/bc.pem") + " --name not-a-ca");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(r.output,
-            "hallmark: error: CN=sn0123F2408EA1FCF201,O=Example Silicon is not a CA certificate (basicConstraints CA is "
+            "hallmark: error: CN=sn0123F2408EA1FCF201,O=Example Silicon is not a CA certificate "
+            "(basicConstraints CA is "
             "not true)\n");
   EXPECT_FALSE(fs::exists(path("ca/not-a-ca")));
 }
@@ -210,7 +226,8 @@ TEST_F(Cli, ErrorsAreSpecificWithStableExitCodes) {
   auto r = run(std::string(HALLMARK_CLI) + " --home " + shell_quote(tmp("nowhere")) + " ca list");
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_EQ(r.output, "hallmark: error: no PKI home at " + tmp("nowhere") +
-                          " (no hallmark.toml); create one with 'hallmark init --home " + tmp("nowhere") + "'\n");
+                          " (no hallmark.toml); create one with 'hallmark init --home " + tmp("nowhere") +
+                          "'\n");
   r = hm("cert issue --csr " + shell_quote(kVectors + "/idc.csr") + " --profile nosuch");
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_EQ(r.output, "hallmark: error: no profile named 'nosuch' (looked for profiles/nosuch.toml)\n");
@@ -222,10 +239,12 @@ TEST_F(Cli, ErrorsAreSpecificWithStableExitCodes) {
   r = hm("ca create --name Bad/Name --role idc --parent root");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(r.output,
-            "hallmark: error: invalid CA name 'Bad/Name': use 1-63 of a-z 0-9 . _ - starting with a letter or digit\n");
+            "hallmark: error: invalid CA name 'Bad/Name': use 1-63 of a-z 0-9 . _ - starting with a letter "
+            "or digit\n");
   r = hm("ca create --name x --role boss --parent root");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_EQ(r.output, "hallmark: error: unknown CA role 'boss' (roles: root, bc, idc, tls, ocsp, manifest-signer)\n");
+  EXPECT_EQ(r.output,
+            "hallmark: error: unknown CA role 'boss' (roles: root, bc, idc, tls, ocsp, manifest-signer)\n");
   r = hm("cert issue --csr " + shell_quote(kVectors + "/idc.csr") + " --profile root");
   EXPECT_EQ(r.exit_code, 2);
 }
@@ -238,7 +257,9 @@ TEST_F(Cli, ConfigIsValidatedWithExactMessages) {
   EXPECT_EQ(r.output, "hallmark: error: hallmark.toml: [pki]: unknown key 'organisation'\n");
   std::ofstream(other / "hallmark.toml", std::ios::trunc) << "[database]\nurl = \"mysql://x\"\n";
   r = run(std::string(HALLMARK_CLI) + " --home " + shell_quote(other.path().string()) + " ca list");
-  EXPECT_EQ(r.output, "hallmark: error: hallmark.toml: [database] url must start with sqlite:, postgresql:// or postgres://\n");
+  EXPECT_EQ(r.output,
+            "hallmark: error: hallmark.toml: [database] url must start with sqlite:, postgresql:// or "
+            "postgres://\n");
   std::ofstream(other / "hallmark.toml", std::ios::trunc) << "[pki\n";
   r = run(std::string(HALLMARK_CLI) + " --home " + shell_quote(other.path().string()) + " ca list");
   EXPECT_EQ(r.exit_code, 2);
@@ -246,9 +267,9 @@ TEST_F(Cli, ConfigIsValidatedWithExactMessages) {
 }
 
 TEST_F(Cli, EveryCommandHasHelp) {
-  for (const char* cmd : {"", "init", "ca", "ca list", "ca show", "ca create", "ca sign-subca", "ca export-chain",
-                          "ca import-external", "cert", "cert issue", "cert show", "profile", "profile list",
-                          "profile show"}) {
+  for (const char* cmd :
+       {"", "init", "ca", "ca list", "ca show", "ca create", "ca sign-subca", "ca export-chain",
+        "ca import-external", "cert", "cert issue", "cert show", "profile", "profile list", "profile show"}) {
     const auto r = run(std::string(HALLMARK_CLI) + " " + cmd + " --help");
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_NE(r.output.find("Usage:"), std::string::npos) << cmd << ": " << r.output;
@@ -262,8 +283,11 @@ TEST_F(Cli, PassphraseFromTheEnvironment) {
                " init --passphrase-env HM_TEST_PASS");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_FALSE(fs::exists(home + "/secrets/ca-passphrase"));
-  EXPECT_EQ(run("openssl pkey -in " + shell_quote(home + "/ca/root/key.pem") + " -passin pass:s3cret -noout").exit_code, 0);
-  r = run(std::string(HALLMARK_CLI) + " --home " + shell_quote(home) + " ca create --name x --role idc --parent root");
+  EXPECT_EQ(run("openssl pkey -in " + shell_quote(home + "/ca/root/key.pem") + " -passin pass:s3cret -noout")
+                .exit_code,
+            0);
+  r = run(std::string(HALLMARK_CLI) + " --home " + shell_quote(home) +
+          " ca create --name x --role idc --parent root");
   EXPECT_EQ(r.exit_code, 3);
   EXPECT_EQ(r.output, "hallmark: error: CA key passphrase: environment variable HM_TEST_PASS is not set\n");
 }

@@ -19,10 +19,12 @@ Status write_output(const std::string& path, std::string_view text) {
 }
 
 Status ca_list(const PkiHome& home) {
-  std::vector<std::vector<std::string>> rows{{"NAME", "ROLE", "PARENT", "KEY", "STATUS", "KEY TYPE", "NOT AFTER", "SUBJECT"}};
+  std::vector<std::vector<std::string>> rows{
+      {"NAME", "ROLE", "PARENT", "KEY", "STATUS", "KEY TYPE", "NOT AFTER", "SUBJECT"}};
   for (const auto& ca : HM_TRY(home.list_cas())) {
-    rows.push_back({ca.name, ca.role, ca.parent.empty() ? "-" : ca.parent, std::string(to_string(ca.key_holder)),
-                    ca.status, ca.certificate.public_key().info().describe(), date_or_never(ca.certificate.not_after()),
+    rows.push_back({ca.name, ca.role, ca.parent.empty() ? "-" : ca.parent,
+                    std::string(to_string(ca.key_holder)), ca.status,
+                    ca.certificate.public_key().info().describe(), date_or_never(ca.certificate.not_after()),
                     ca.certificate.subject().to_string()});
   }
   print_table(rows);
@@ -31,8 +33,8 @@ Status ca_list(const PkiHome& home) {
 
 Status ca_show(const PkiHome& home, const std::string& name) {
   const auto ca = HM_TRY(home.find_ca(name));
-  fmt::print("name:        {}\nrole:        {}\nparent:      {}\nkey:         {}\nstatus:      {}\n", ca.name, ca.role,
-             ca.parent.empty() ? "-" : ca.parent, to_string(ca.key_holder), ca.status);
+  fmt::print("name:        {}\nrole:        {}\nparent:      {}\nkey:         {}\nstatus:      {}\n", ca.name,
+             ca.role, ca.parent.empty() ? "-" : ca.parent, to_string(ca.key_holder), ca.status);
   fmt::print("certificate: {}\n", (home.ca_dir(ca.name) / "cert.pem").string());
   fmt::print("{}", ca.certificate.describe());
   return {};
@@ -61,7 +63,8 @@ void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& status) {
     cmd->callback([run, name] { run([&](const PkiHome& h) { return ca_show(h, *name); }); });
   }
   {
-    auto* cmd = ca->add_subcommand("create", "Create a CA with a new local key (a root, or a sub-CA under --parent)");
+    auto* cmd =
+        ca->add_subcommand("create", "Create a CA with a new local key (a root, or a sub-CA under --parent)");
     auto name = std::make_shared<std::string>();
     auto role = std::make_shared<std::string>();
     auto parent = std::make_shared<std::string>();
@@ -93,7 +96,9 @@ void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& status) {
     auto name = std::make_shared<std::string>();
     auto parent = std::make_shared<std::string>("root");
     auto out = std::make_shared<std::string>();
-    cmd->add_option("--csr", *csr_path, "The sub-CA's CSR (PEM or DER)")->required()->check(CLI::ExistingFile);
+    cmd->add_option("--csr", *csr_path, "The sub-CA's CSR (PEM or DER)")
+        ->required()
+        ->check(CLI::ExistingFile);
     cmd->add_option("--role", *role, "bc, idc, tls, ocsp or manifest-signer")->required();
     cmd->add_option("--name", *name, "Name to record the CA under (default: vendor-<role>)");
     cmd->add_option("--parent", *parent, "Issuing CA")->capture_default_str();
@@ -104,7 +109,8 @@ void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& status) {
         const auto data = HM_TRY(read_file(*csr_path));
         auto csr = x509::Csr::parse(data);
         if (!csr) return std::unexpected(csr.error().with_context(*csr_path));
-        const auto rec = HM_TRY(h.sign_subca(name->empty() ? "vendor-" + *role : *name, *role, *parent, *csr, clock));
+        const auto rec =
+            HM_TRY(h.sign_subca(name->empty() ? "vendor-" + *role : *name, *role, *parent, *csr, clock));
         std::string pem;
         for (const auto& c : HM_TRY(h.chain_of(rec.name))) pem += c.to_pem();
         HM_TRY_VOID(write_output(*out, pem));

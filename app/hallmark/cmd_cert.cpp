@@ -38,7 +38,8 @@ void add_cert_commands(CLI::App& app, const GlobalOptions& global, int& status) 
     auto* cmd = cert->add_subcommand(
         "issue",
         "Issue a certificate from a CSR under a profile. The profile decides subject and extensions;\n"
-        "the CSR supplies the key. Variables fill the profile's subject: serial, hw_serial, product, cn, host, ip.");
+        "the CSR supplies the key. Variables fill the profile's subject: serial, hw_serial, product, cn, "
+        "host, ip.");
     auto csr_path = std::make_shared<std::string>();
     auto profile_name = std::make_shared<std::string>();
     auto ca_name = std::make_shared<std::string>();
@@ -56,9 +57,10 @@ void add_cert_commands(CLI::App& app, const GlobalOptions& global, int& status) 
         const auto home = HM_TRY(PkiHome::open(global.home));
         const auto profile = HM_TRY(home.load_profile(*profile_name));
         if (profile.kind != ca::ProfileKind::end_entity) {
-          return fail(Errc::invalid_input, fmt::format("profile {} is a CA profile; use 'hallmark ca create' or "
-                                                       "'hallmark ca sign-subca'",
-                                                       profile.name));
+          return fail(Errc::invalid_input,
+                      fmt::format("profile {} is a CA profile; use 'hallmark ca create' or "
+                                  "'hallmark ca sign-subca'",
+                                  profile.name));
         }
         const auto ca = ca_name->empty() ? HM_TRY(home.find_ca_by_role(default_role_for(profile)))
                                          : HM_TRY(home.find_ca(*ca_name));
@@ -82,8 +84,8 @@ void add_cert_commands(CLI::App& app, const GlobalOptions& global, int& status) 
         } else {
           HM_TRY_VOID(write_file_atomic(*out, as_bytes(pem), 0644));
         }
-        fmt::print(stderr, "Issued {} serial {} by CA {}\n", issued.subject().to_string(), issued.serial_hex(),
-                   ca.name);
+        fmt::print(stderr, "Issued {} serial {} by CA {}\n", issued.subject().to_string(),
+                   issued.serial_hex(), ca.name);
         return {};
       }();
       if (!r) status = report(r.error());
@@ -101,7 +103,8 @@ void add_cert_commands(CLI::App& app, const GlobalOptions& global, int& status) 
           certs = std::move(*chain);
         } else {
           auto one = x509::Certificate::parse_der(data);
-          if (!one) return std::unexpected(Error{Errc::invalid_input, *path + ": not a PEM or DER certificate"});
+          if (!one)
+            return std::unexpected(Error{Errc::invalid_input, *path + ": not a PEM or DER certificate"});
           certs.push_back(std::move(*one));
         }
         for (std::size_t i = 0; i < certs.size(); ++i) {

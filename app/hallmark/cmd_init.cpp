@@ -26,14 +26,18 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& status) {
       ->capture_default_str();
   cmd->add_option("--base-url", options->base_url,
                   "URL prefix for CRL distribution points and AIA in issued certificates");
-  cmd->add_option("--key-type", options->key_type, "CA key type: p256, p384, ed25519, rsa2048, rsa3072, rsa4096")
+  cmd->add_option("--key-type", options->key_type,
+                  "CA key type: p256, p384, ed25519, rsa2048, rsa3072, rsa4096")
       ->capture_default_str();
-  auto* pf = cmd->add_option("--passphrase-file", *pass_file,
-                             "File whose first line is the CA key passphrase (default: generate secrets/ca-passphrase)");
-  auto* pe = cmd->add_option("--passphrase-env", *pass_env, "Environment variable holding the CA key passphrase");
+  auto* pf = cmd->add_option(
+      "--passphrase-file", *pass_file,
+      "File whose first line is the CA key passphrase (default: generate secrets/ca-passphrase)");
+  auto* pe =
+      cmd->add_option("--passphrase-env", *pass_env, "Environment variable holding the CA key passphrase");
   pf->excludes(pe);
-  cmd->add_option("--server-name", *names,
-                  "DNS name or IP address of the RA server certificate (repeatable; default localhost, 127.0.0.1)");
+  cmd->add_option(
+      "--server-name", *names,
+      "DNS name or IP address of the RA server certificate (repeatable; default localhost, 127.0.0.1)");
 
   cmd->callback([&global, &status, options, pass_file, pass_env, names] {
     if (!pass_file->empty()) options->passphrase_source = "file:" + fs::absolute(*pass_file).string();

@@ -3,9 +3,9 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "hallmark/crypto/digest.hpp"
 #include "hallmark/x509/csr.hpp"
@@ -32,7 +32,8 @@ Result<std::string> string_at(const toml::table& t, std::string_view key, std::s
   return fail(Errc::invalid_input, fmt::format("{}: '{}' must be a string", where, key));
 }
 
-Status reject_unknown(const toml::table& t, std::initializer_list<std::string_view> known, std::string_view where) {
+Status reject_unknown(const toml::table& t, std::initializer_list<std::string_view> known,
+                      std::string_view where) {
   for (const auto& [k, v] : t) {
     if (std::find(known.begin(), known.end(), k.str()) == known.end()) {
       return fail(Errc::invalid_input, fmt::format("{}: unknown key '{}'", where, k.str()));
@@ -72,12 +73,14 @@ Result<Config> Config::parse_toml(std::string_view text, std::string_view origin
   }
   if (const auto* node = root.get("database")) {
     const auto* db = node->as_table();
-    if (db == nullptr) return fail(Errc::invalid_input, fmt::format("{}: [database] must be a table", origin));
+    if (db == nullptr)
+      return fail(Errc::invalid_input, fmt::format("{}: [database] must be a table", origin));
     const std::string where = fmt::format("{}: [database]", origin);
     HM_TRY_VOID(reject_unknown(*db, {"url"}, where));
     c.database_url = HM_TRY(string_at(*db, "url", where, c.database_url));
   }
-  if (c.organization.empty()) return fail(Errc::invalid_input, fmt::format("{}: [pki] organization is empty", origin));
+  if (c.organization.empty())
+    return fail(Errc::invalid_input, fmt::format("{}: [pki] organization is empty", origin));
   if (!c.key_passphrase.starts_with("file:") && !c.key_passphrase.starts_with("env:")) {
     return fail(Errc::invalid_input,
                 fmt::format("{}: [pki] key_passphrase must be 'file:PATH' or 'env:NAME'", origin));
@@ -87,8 +90,9 @@ Result<Config> Config::parse_toml(std::string_view text, std::string_view origin
   }
   if (!c.database_url.starts_with("sqlite:") && !c.database_url.starts_with("postgresql://") &&
       !c.database_url.starts_with("postgres://")) {
-    return fail(Errc::invalid_input,
-                fmt::format("{}: [database] url must start with sqlite:, postgresql:// or postgres://", origin));
+    return fail(
+        Errc::invalid_input,
+        fmt::format("{}: [database] url must start with sqlite:, postgresql:// or postgres://", origin));
   }
   return c;
 }
@@ -129,8 +133,9 @@ Status check_ca_name(std::string_view name) {
   };
   if (name.empty() || name.size() > 63 || !ok_char(name[0]) || name[0] == '.' || name[0] == '_' ||
       name[0] == '-' || !std::all_of(name.begin(), name.end(), ok_char)) {
-    return fail(Errc::invalid_input,
-                fmt::format("invalid CA name '{}': use 1-63 of a-z 0-9 . _ - starting with a letter or digit", name));
+    return fail(
+        Errc::invalid_input,
+        fmt::format("invalid CA name '{}': use 1-63 of a-z 0-9 . _ - starting with a letter or digit", name));
   }
   return {};
 }
@@ -258,8 +263,9 @@ Result<std::vector<x509::Certificate>> PkiHome::chain_of(std::string_view name) 
 
 Result<std::shared_ptr<const crypto::Signer>> PkiHome::load_signer(const CaRecord& ca) const {
   if (ca.key_holder != KeyHolder::local) {
-    return fail(Errc::forbidden, fmt::format("CA '{}' has no key here (its key is held by the {}); it cannot sign",
-                                             ca.name, ca.key_holder == KeyHolder::vendor ? "vendor" : "owner"));
+    return fail(Errc::forbidden,
+                fmt::format("CA '{}' has no key here (its key is held by the {}); it cannot sign", ca.name,
+                            ca.key_holder == KeyHolder::vendor ? "vendor" : "owner"));
   }
   const auto passphrase = HM_TRY(key_passphrase());
   const auto path = (ca_dir(ca.name) / "key.pem").string();
@@ -279,7 +285,8 @@ Result<ca::Profile> PkiHome::load_profile(std::string_view name) const {
   const auto path = dir_ / "profiles" / (std::string(name) + ".toml");
   std::error_code ec;
   if (!fs::exists(path, ec)) {
-    return fail(Errc::not_found, fmt::format("no profile named '{}' (looked for profiles/{}.toml)", name, name));
+    return fail(Errc::not_found,
+                fmt::format("no profile named '{}' (looked for profiles/{}.toml)", name, name));
   }
   const auto text = HM_TRY(read_text_file(path.string()));
   return ca::Profile::parse_toml(text, (fs::path("profiles") / path.filename()).string());
@@ -297,16 +304,17 @@ Result<std::vector<ca::Profile>> PkiHome::list_profiles() const {
   return out;
 }
 
-Result<CaRecord> PkiHome::create_ca(const std::string& name, const std::string& role, const std::string& parent,
-                                    const std::string& common_name, const std::string& key_type,
-                                    const Clock& clock) const {
+Result<CaRecord> PkiHome::create_ca(const std::string& name, const std::string& role,
+                                    const std::string& parent, const std::string& common_name,
+                                    const std::string& key_type, const Clock& clock) const {
   HM_TRY_VOID(check_ca_name(name));
   if (!ca::is_ca_role(role)) {
     return fail(Errc::invalid_input,
                 fmt::format("unknown CA role '{}' (roles: root, bc, idc, tls, ocsp, manifest-signer)", role));
   }
   std::error_code ec;
-  if (fs::exists(ca_dir(name), ec)) return fail(Errc::conflict, fmt::format("a CA named '{}' already exists", name));
+  if (fs::exists(ca_dir(name), ec))
+    return fail(Errc::conflict, fmt::format("a CA named '{}' already exists", name));
   const auto type = HM_TRY(crypto::parse_key_type(key_type));
   auto key = HM_TRY(crypto::PrivateKey::generate(type));
   const crypto::FileSigner signer(key, "new");
@@ -325,22 +333,25 @@ Result<CaRecord> PkiHome::create_ca(const std::string& name, const std::string& 
     const auto profile = HM_TRY(load_profile("sub-ca-" + role));
     const ca::Issuer issuer(parent_ca.certificate, parent_signer, clock);
     record.parent = parent;
-    record.certificate =
-        HM_TRY(issuer.issue(ca::IssueRequest{key.public_key(), variables, std::nullopt, std::nullopt}, profile));
+    record.certificate = HM_TRY(
+        issuer.issue(ca::IssueRequest{key.public_key(), variables, std::nullopt, std::nullopt}, profile));
   }
   HM_TRY_VOID(write_ca(record, &key));
   return record;
 }
 
-Result<CaRecord> PkiHome::sign_subca(const std::string& name, const std::string& role, const std::string& parent,
-                                     const x509::Csr& csr, const Clock& clock) const {
+Result<CaRecord> PkiHome::sign_subca(const std::string& name, const std::string& role,
+                                     const std::string& parent, const x509::Csr& csr,
+                                     const Clock& clock) const {
   HM_TRY_VOID(check_ca_name(name));
   if (!ca::is_ca_role(role) || role == "root") {
-    return fail(Errc::invalid_input,
-                fmt::format("sub-CA role must be one of bc, idc, tls, ocsp, manifest-signer (got '{}')", role));
+    return fail(
+        Errc::invalid_input,
+        fmt::format("sub-CA role must be one of bc, idc, tls, ocsp, manifest-signer (got '{}')", role));
   }
   std::error_code ec;
-  if (fs::exists(ca_dir(name), ec)) return fail(Errc::conflict, fmt::format("a CA named '{}' already exists", name));
+  if (fs::exists(ca_dir(name), ec))
+    return fail(Errc::conflict, fmt::format("a CA named '{}' already exists", name));
   const auto parent_ca = HM_TRY(find_ca(parent));
   const auto parent_signer = HM_TRY(load_signer(parent_ca));
   const auto profile = HM_TRY(load_profile("sub-ca-" + role));
@@ -354,7 +365,8 @@ Result<CaRecord> PkiHome::sign_subca(const std::string& name, const std::string&
   if (const auto o = subject.get("O")) variables["org"] = *o;
   const ca::Issuer issuer(parent_ca.certificate, parent_signer, clock);
   CaRecord record{name, role, parent, KeyHolder::vendor, "active", {}};
-  record.certificate = HM_TRY(issuer.issue(ca::IssueRequest{csr, variables, std::nullopt, std::nullopt}, profile));
+  record.certificate =
+      HM_TRY(issuer.issue(ca::IssueRequest{csr, variables, std::nullopt, std::nullopt}, profile));
   HM_TRY_VOID(write_ca(record, nullptr));
   return record;
 }
@@ -372,7 +384,8 @@ Result<CaRecord> PkiHome::import_external(const std::string& name, const std::st
                             certificate.subject().to_string()));
   }
   std::error_code ec;
-  if (fs::exists(ca_dir(name), ec)) return fail(Errc::conflict, fmt::format("a CA named '{}' already exists", name));
+  if (fs::exists(ca_dir(name), ec))
+    return fail(Errc::conflict, fmt::format("a CA named '{}' already exists", name));
   for (const auto& ca : HM_TRY(list_cas())) {
     if (ca.certificate == certificate) {
       return fail(Errc::conflict, fmt::format("this certificate is already known as CA '{}'", ca.name));
@@ -397,7 +410,8 @@ Result<PkiHome> PkiHome::init(const fs::path& dir, const InitOptions& options, c
   HM_TRY(crypto::parse_key_type(options.key_type));
   for (const auto* sub : {"profiles", "ca", "secrets", "tls", "ocsp"}) {
     fs::create_directories(dir / sub, ec);
-    if (ec) return fail(Errc::internal, fmt::format("cannot create {}: {}", (dir / sub).string(), ec.message()));
+    if (ec)
+      return fail(Errc::internal, fmt::format("cannot create {}: {}", (dir / sub).string(), ec.message()));
   }
   fs::permissions(dir / "secrets", fs::perms::owner_all, ec);
 
@@ -430,7 +444,8 @@ Result<PkiHome> PkiHome::init(const fs::path& dir, const InitOptions& options, c
   const auto& org = options.organization;
   HM_TRY(home.create_ca("root", "root", "", org + " Root CA", options.key_type, clock));
   HM_TRY(home.create_ca("bc", "bc", "root", org + " Birth Certificate CA", options.key_type, clock));
-  const auto idc = HM_TRY(home.create_ca("idc", "idc", "root", org + " IDC Issuing CA", options.key_type, clock));
+  const auto idc =
+      HM_TRY(home.create_ca("idc", "idc", "root", org + " IDC Issuing CA", options.key_type, clock));
   const auto tls = HM_TRY(home.create_ca("tls", "tls", "root", org + " TLS CA", options.key_type, clock));
 
   const auto passphrase = HM_TRY(home.key_passphrase());
@@ -441,15 +456,15 @@ Result<PkiHome> PkiHome::init(const fs::path& dir, const InitOptions& options, c
     const auto key = HM_TRY(crypto::PrivateKey::generate(crypto::KeyType::ec_p256));
     for (const auto& [k, v] : home.default_variables()) variables.emplace(k, v);
     const ca::Issuer issuer(ca.certificate, signer, clock);
-    const auto cert =
-        HM_TRY(issuer.issue(ca::IssueRequest{key.public_key(), variables, std::nullopt, std::nullopt}, profile));
+    const auto cert = HM_TRY(
+        issuer.issue(ca::IssueRequest{key.public_key(), variables, std::nullopt, std::nullopt}, profile));
     HM_TRY_VOID(crypto::save_private_key(out.string() + ".key", key, &passphrase, crypto::Kdf::scrypt));
     std::string pem = cert.to_pem();
     for (const auto& c : HM_TRY(home.chain_of(ca.name))) pem += c.to_pem();
     return write_text(out.string() + ".pem", pem);
   };
   std::map<std::string, std::string> server_vars{{"cn", options.server_names.front()},
-                                                  {"host", options.server_names.front()}};
+                                                 {"host", options.server_names.front()}};
   for (const auto& n : options.server_names) {
     const bool is_ip = n.find_first_not_of("0123456789.:") == std::string::npos;
     if (is_ip && !server_vars.contains("ip")) server_vars["ip"] = n;

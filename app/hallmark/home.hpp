@@ -23,7 +23,7 @@ struct Config {
   std::string organization = "Example OEM";
   std::string product = "Example Device";
   std::string product_oid = "1.3.6.1.4.1.55555.1.1";
-  std::string base_url;                                    // CRL DP and AIA prefix; empty: none
+  std::string base_url;                                       // CRL DP and AIA prefix; empty: none
   std::string key_passphrase = "file:secrets/ca-passphrase";  // "file:PATH" (relative to home) | "env:NAME"
   std::string key_type = "p256";
   std::string database_url = "sqlite:hallmark.db";

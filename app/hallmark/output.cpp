@@ -50,17 +50,18 @@ Status print_home_tree(const PkiHome& home) {
 
   std::map<std::string, std::vector<const CaRecord*>> children;
   for (const auto& ca : cas) children[ca.parent].push_back(&ca);
-  std::function<void(const CaRecord&, const std::string&, bool)> print_ca = [&](const CaRecord& ca,
-                                                                               const std::string& prefix,
-                                                                               bool last) {
-    const std::string key = ca.key_holder == KeyHolder::local ? "key.pem 0600" : fmt::format("key: {}", to_string(ca.key_holder));
-    fmt::print("{}{}{}/  [{}] {}  ({})\n", prefix, last ? "└── " : "├── ", ca.name, ca.role, summary(ca.certificate),
-               key);
-    const auto& kids = children[ca.name];
-    for (std::size_t i = 0; i < kids.size(); ++i) {
-      print_ca(*kids[i], prefix + (last ? "    " : "│   "), i + 1 == kids.size());
-    }
-  };
+  std::function<void(const CaRecord&, const std::string&, bool)> print_ca =
+      [&](const CaRecord& ca, const std::string& prefix, bool last) {
+        const std::string key = ca.key_holder == KeyHolder::local
+                                    ? "key.pem 0600"
+                                    : fmt::format("key: {}", to_string(ca.key_holder));
+        fmt::print("{}{}{}/  [{}] {}  ({})\n", prefix, last ? "└── " : "├── ", ca.name, ca.role,
+                   summary(ca.certificate), key);
+        const auto& kids = children[ca.name];
+        for (std::size_t i = 0; i < kids.size(); ++i) {
+          print_ca(*kids[i], prefix + (last ? "    " : "│   "), i + 1 == kids.size());
+        }
+      };
   fmt::print("├── ca/\n");
   const auto& roots = children[""];
   for (std::size_t i = 0; i < roots.size(); ++i) print_ca(*roots[i], "│   ", i + 1 == roots.size());

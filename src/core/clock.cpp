@@ -11,8 +11,8 @@ std::string to_iso8601(Seconds t) {
   const std::chrono::year_month_day ymd{days};
   const std::chrono::hh_mm_ss hms{t - days};
   return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", static_cast<int>(ymd.year()),
-                     static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()), hms.hours().count(),
-                     hms.minutes().count(), hms.seconds().count());
+                     static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                     hms.hours().count(), hms.minutes().count(), hms.seconds().count());
 }
 
 namespace {
@@ -26,7 +26,9 @@ bool read_int(std::string_view s, std::size_t pos, std::size_t len, int& out) {
 
 Result<Seconds> parse_iso8601(std::string_view s) {
   int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0;
-  const auto bad = [&] { return fail(Errc::invalid_input, "not an ISO 8601 UTC time: '" + std::string(s) + "'"); };
+  const auto bad = [&] {
+    return fail(Errc::invalid_input, "not an ISO 8601 UTC time: '" + std::string(s) + "'");
+  };
   if (s.size() < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
       s[13] != ':' || s[16] != ':')
     return bad();

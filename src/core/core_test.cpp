@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
+#include <vector>
 
 #include "hallmark/core/bytes.hpp"
 #include "hallmark/core/clock.hpp"
@@ -64,10 +66,36 @@ TEST(Files, WriteAtomicSetsModeAndReplaces) {
   ASSERT_TRUE(write_file_atomic(file, as_bytes("two"), 0600));
   EXPECT_EQ(read_text_file(file).value(), "two");
   const auto perms = std::filesystem::status(file).permissions();
-  EXPECT_EQ(perms & std::filesystem::perms::all, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  EXPECT_EQ(perms & std::filesystem::perms::all,
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 1);  // no temporary left behind
   EXPECT_EQ(read_file((dir / "missing").string()).error().code, Errc::not_found);
   std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace hallmark
+
+#include "hallmark/core/progress.hpp"
+
+namespace hallmark {
+namespace {
+
+TEST(Progress, RendersBarRateAndEta) {
+  EXPECT_EQ(ProgressBar::render(50, 100, 2.0, 10), "[#####-----]  50%  50/100  25/s  ETA 2s");
+  EXPECT_EQ(ProgressBar::render(100, 100, 4.0, 10), "[##########] 100%  100/100  25/s  in 4.0s");
+  EXPECT_EQ(ProgressBar::render(0, 0, 0.0, 4), "[####] 100%  0/0  0/s  in 0.0s");
+}
+
+TEST(Progress, CountsFromManyThreads) {
+  ProgressBar bar("test", 4000, ProgressBar::Mode::never);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i) bar.add();
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bar.done(), 4000u);
 }
 
 }  // namespace

@@ -50,8 +50,12 @@ void append_value(std::string& out, std::string_view v) {
 
 }  // namespace
 
-void set_level(Level l) { g_level.store(l, std::memory_order_relaxed); }
-Level level() { return g_level.load(std::memory_order_relaxed); }
+void set_level(Level l) {
+  g_level.store(l, std::memory_order_relaxed);
+}
+Level level() {
+  return g_level.load(std::memory_order_relaxed);
+}
 
 void event(Level l, std::string_view name, std::initializer_list<Field> fields) {
   if (static_cast<int>(l) < static_cast<int>(level())) return;

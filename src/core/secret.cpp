@@ -43,8 +43,8 @@ Result<Secret> read_secret(std::string_view source) {
     if (line.empty()) return fail(Errc::invalid_input, "secret file " + path + " is empty");
     return line;
   }
-  return fail(Errc::invalid_input,
-              "secret source must be 'file:PATH' or 'env:NAME', got '" + std::string(source.substr(0, 8)) + "...'");
+  return fail(Errc::invalid_input, "secret source must be 'file:PATH' or 'env:NAME', got '" +
+                                       std::string(source.substr(0, 8)) + "...'");
 }
 
 }  // namespace hallmark

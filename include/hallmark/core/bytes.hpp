@@ -22,7 +22,9 @@ using ByteView = std::span<const std::byte>;
 [[nodiscard]] inline std::string_view as_chars(ByteView b) noexcept {
   return {reinterpret_cast<const char*>(b.data()), b.size()};
 }
-[[nodiscard]] inline std::string to_string(ByteView b) { return std::string(as_chars(b)); }
+[[nodiscard]] inline std::string to_string(ByteView b) {
+  return std::string(as_chars(b));
+}
 
 // Lowercase hex, no separators.
 [[nodiscard]] std::string to_hex(ByteView b);

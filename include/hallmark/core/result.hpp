@@ -42,11 +42,11 @@ using Status = Result<void>;
 }  // namespace hallmark
 
 // Propagates an error from a Result-returning expression; yields its value otherwise.
-#define HM_TRY(expr)                                                      \
-  __extension__({                                                                   \
-    auto&& hm_try_result_ = (expr);                                       \
-    if (!hm_try_result_) return std::unexpected(hm_try_result_.error());  \
-    std::move(*hm_try_result_);                                           \
+#define HM_TRY(expr)                                                     \
+  __extension__({                                                        \
+    auto&& hm_try_result_ = (expr);                                      \
+    if (!hm_try_result_) return std::unexpected(hm_try_result_.error()); \
+    std::move(*hm_try_result_);                                          \
   })
 
 #define HM_TRY_VOID(expr)                                                \
