@@ -5,8 +5,8 @@
 #include <openssl/rand.h>
 
 #include <array>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 
 namespace hallmark::crypto {
 
@@ -25,7 +25,8 @@ const EVP_MD* fetched_md(const char* name) {
 Bytes digest(const EVP_MD* md, ByteView data) {
   Bytes out(static_cast<std::size_t>(EVP_MD_get_size(md)));
   unsigned int n = 0;
-  if (EVP_Digest(data.data(), data.size(), reinterpret_cast<unsigned char*>(out.data()), &n, md, nullptr) != 1) {
+  if (EVP_Digest(data.data(), data.size(), reinterpret_cast<unsigned char*>(out.data()), &n, md, nullptr) !=
+      1) {
     std::fprintf(stderr, "hallmark: EVP_Digest failed\n");
     std::abort();
   }
@@ -89,7 +90,9 @@ std::string describe_char(char c) {
 // only at the end and only as much as the length calls for, and zero bits after the last byte.
 Result<Bytes> decode(std::string_view text, const std::array<signed char, 256>& table, bool padding_required,
                      std::string_view name) {
-  const auto error = [&](std::string what) { return fail(Errc::invalid_input, std::string(name) + ": " + what); };
+  const auto error = [&](std::string what) {
+    return fail(Errc::invalid_input, std::string(name) + ": " + what);
+  };
   std::string values;  // 6-bit values, one per character
   values.reserve(text.size());
   std::size_t padding = 0;
@@ -113,7 +116,9 @@ Result<Bytes> decode(std::string_view text, const std::array<signed char, 256>& 
 
   Bytes out;
   out.reserve(values.size() / 4 * 3 + 2);
-  const auto val = [&](std::size_t k) { return static_cast<unsigned>(static_cast<unsigned char>(values[k])); };
+  const auto val = [&](std::size_t k) {
+    return static_cast<unsigned>(static_cast<unsigned char>(values[k]));
+  };
   std::size_t i = 0;
   for (; i + 4 <= values.size(); i += 4) {
     const unsigned v = (val(i) << 18) | (val(i + 1) << 12) | (val(i + 2) << 6) | val(i + 3);
@@ -151,7 +156,9 @@ Bytes sha384(ByteView data) {
   return digest(md, data);
 }
 
-std::string sha256_hex(ByteView data) { return to_hex(sha256(data)); }
+std::string sha256_hex(ByteView data) {
+  return to_hex(sha256(data));
+}
 
 Bytes random_bytes(std::size_t n) {
   Bytes out(n);
@@ -175,9 +182,13 @@ std::string base64_encode(ByteView data, bool wrap) {
   return out;
 }
 
-Result<Bytes> base64_decode(std::string_view text) { return decode(text, kBase64Table, true, "base64"); }
+Result<Bytes> base64_decode(std::string_view text) {
+  return decode(text, kBase64Table, true, "base64");
+}
 
-std::string base64url_encode(ByteView data) { return encode(data, kBase64UrlAlphabet, false); }
+std::string base64url_encode(ByteView data) {
+  return encode(data, kBase64UrlAlphabet, false);
+}
 
 Result<Bytes> base64url_decode(std::string_view text) {
   return decode(text, kBase64UrlTable, false, "base64url");

@@ -17,7 +17,8 @@ std::string openssl_error(std::string_view what) {
   while ((code = ERR_get_error_all(&file, &line, nullptr, &data, &flags)) != 0) {
     const char* reason = ERR_reason_error_string(code);
     std::string text = reason != nullptr ? reason : "error:" + std::to_string(code);
-    if (data != nullptr && (flags & ERR_TXT_STRING) != 0 && *data != '\0') text += " (" + std::string(data) + ")";
+    if (data != nullptr && (flags & ERR_TXT_STRING) != 0 && *data != '\0')
+      text += " (" + std::string(data) + ")";
     out += sep;
     out += text;
     sep = "; ";

@@ -23,12 +23,15 @@ constexpr int kPbkdf2Iterations = 600000;
 constexpr std::uint64_t kScryptN = 1u << 14;
 constexpr std::uint64_t kScryptR = 8;
 constexpr std::uint64_t kScryptP = 1;
+constexpr int kSaltBytes = 16;
 
 using Pkcs8InfoPtr = Handle<PKCS8_PRIV_KEY_INFO, PKCS8_PRIV_KEY_INFO_free>;
 using X509SigPtr = Handle<X509_SIG, X509_SIG_free>;
 using X509AlgorPtr = Handle<X509_ALGOR, X509_ALGOR_free>;
 
-std::shared_ptr<EVP_PKEY> share(EVP_PKEY* key) { return std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free); }
+std::shared_ptr<EVP_PKEY> share(EVP_PKEY* key) {
+  return std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free);
+}
 
 struct PassphraseState {
   const Secret* passphrase = nullptr;
@@ -53,7 +56,8 @@ int passphrase_callback(char* buf, int size, int /*rwflag*/, void* user) {
 std::string lower_alnum(std::string_view name) {
   std::string out;
   for (char c : name) {
-    if (std::isalnum(static_cast<unsigned char>(c))) out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (std::isalnum(static_cast<unsigned char>(c)))
+      out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   }
   return out;
 }
@@ -61,7 +65,8 @@ std::string lower_alnum(std::string_view name) {
 std::string group_name(EVP_PKEY* key) {
   char name[80] = {};
   std::size_t len = 0;
-  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof name, &len) != 1) return {};
+  if (EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, name, sizeof name, &len) != 1)
+    return {};
   const int nid = OBJ_sn2nid(name);
   if (nid != NID_undef) {
     if (const char* nist = EC_curve_nid2nist(nid); nist != nullptr) return nist;
@@ -110,12 +115,14 @@ std::string KeyInfo::describe() const {
 // PublicKey
 
 Result<PublicKey> PublicKey::parse_der(ByteView spki) {
-  if (spki.size() > static_cast<std::size_t>(LONG_MAX)) return fail(Errc::invalid_input, "public key too large");
+  if (spki.size() > static_cast<std::size_t>(LONG_MAX))
+    return fail(Errc::invalid_input, "public key too large");
   const auto* p = reinterpret_cast<const unsigned char*>(spki.data());
   const auto* end = p + spki.size();
   EvpPkeyPtr key(d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size())));
   if (!key) return openssl_fail(Errc::invalid_input, "cannot parse public key");
-  if (p != end) return fail(Errc::invalid_input, "cannot parse public key: trailing data after SubjectPublicKeyInfo");
+  if (p != end)
+    return fail(Errc::invalid_input, "cannot parse public key: trailing data after SubjectPublicKeyInfo");
   ERR_clear_error();
   return adopt(key.release());
 }
@@ -166,7 +173,9 @@ KeyInfo PublicKey::info() const {
   return info;
 }
 
-std::string PublicKey::sha256_hex() const { return crypto::sha256_hex(to_der()); }
+std::string PublicKey::sha256_hex() const {
+  return crypto::sha256_hex(to_der());
+}
 
 bool PublicKey::operator==(const PublicKey& other) const {
   if (!key_ || !other.key_) return !key_ && !other.key_;
@@ -192,7 +201,8 @@ Result<PrivateKey> PrivateKey::generate(KeyType type) {
     case KeyType::rsa3072: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::size_t{3072}); break;
     case KeyType::rsa4096: key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", std::size_t{4096}); break;
   }
-  if (key == nullptr) return openssl_fail(Errc::crypto, "cannot generate " + std::string(to_string(type)) + " key");
+  if (key == nullptr)
+    return openssl_fail(Errc::crypto, "cannot generate " + std::string(to_string(type)) + " key");
   return adopt(key);
 }
 
@@ -226,7 +236,8 @@ Result<PrivateKey> PrivateKey::parse_pem(std::string_view pem, const Secret* pas
 }
 
 Result<PrivateKey> PrivateKey::parse_der(ByteView pkcs8) {
-  if (pkcs8.size() > static_cast<std::size_t>(LONG_MAX)) return fail(Errc::invalid_input, "private key too large");
+  if (pkcs8.size() > static_cast<std::size_t>(LONG_MAX))
+    return fail(Errc::invalid_input, "private key too large");
   const auto* p = reinterpret_cast<const unsigned char*>(pkcs8.data());
   const auto* end = p + pkcs8.size();
   Pkcs8InfoPtr info(d2i_PKCS8_PRIV_KEY_INFO(nullptr, &p, static_cast<long>(pkcs8.size())));
@@ -254,16 +265,20 @@ Result<Secret> PrivateKey::to_pem(const Secret* passphrase, Kdf kdf) const {
   }
   Pkcs8InfoPtr info(EVP_PKEY2PKCS8(key_.get()));
   if (!info) return openssl_fail(Errc::crypto, "cannot encode private key");
-  X509AlgorPtr pbe(kdf == Kdf::scrypt
-                       ? PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), nullptr, 0, nullptr, kScryptN, kScryptR, kScryptP)
-                       : PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), kPbkdf2Iterations, nullptr, 0, nullptr,
-                                           NID_hmacWithSHA256));
+  // OpenSSL 3.0 defaults to an 8-byte salt; NIST SP 800-132 asks for at least 16.
+  Bytes salt = random_bytes(kSaltBytes);
+  auto* salt_data = reinterpret_cast<unsigned char*>(salt.data());
+  X509AlgorPtr pbe(kdf == Kdf::scrypt ? PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), salt_data, kSaltBytes,
+                                                              nullptr, kScryptN, kScryptR, kScryptP)
+                                      : PKCS5_pbe2_set_iv(EVP_aes_256_cbc(), kPbkdf2Iterations, salt_data,
+                                                          kSaltBytes, nullptr, NID_hmacWithSHA256));
   if (!pbe) return openssl_fail(Errc::crypto, "cannot set up private key encryption");
   const auto pass = passphrase->reveal();
   X509SigPtr sig(PKCS8_set0_pbe(pass.data(), static_cast<int>(pass.size()), info.get(), pbe.get()));
   if (!sig) return openssl_fail(Errc::crypto, "cannot encrypt private key");
   pbe.release();  // owned by sig now
-  if (PEM_write_bio_PKCS8(bio.get(), sig.get()) != 1) return openssl_fail(Errc::crypto, "cannot encode private key");
+  if (PEM_write_bio_PKCS8(bio.get(), sig.get()) != 1)
+    return openssl_fail(Errc::crypto, "cannot encode private key");
   return Secret(bio_to_string(bio.get()));
 }
 

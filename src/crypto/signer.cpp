@@ -43,8 +43,8 @@ bool signs_without_digest(EVP_PKEY* key) noexcept {
 Status check_digest(EVP_PKEY* key, DigestAlgorithm digest) {
   const bool raw = signs_without_digest(key);
   if (raw && digest != DigestAlgorithm::none) {
-    return fail(Errc::invalid_input,
-                "Ed25519 signs the message itself: digest must be none, got " + std::string(digest_name(digest)));
+    return fail(Errc::invalid_input, "Ed25519 signs the message itself: digest must be none, got " +
+                                         std::string(digest_name(digest)));
   }
   if (!raw && digest == DigestAlgorithm::none) {
     return fail(Errc::invalid_input, "digest none is only for Ed25519 keys");
@@ -93,8 +93,8 @@ FileSigner::FileSigner(PrivateKey key, std::string reference)
   auto templates = std::make_shared<Templates>();
   if (EVP_PKEY* pkey = key_.native(); pkey != nullptr) {
     templates->max_signature_size = static_cast<std::size_t>(std::max(EVP_PKEY_get_size(pkey), 0));
-    for (auto digest : {DigestAlgorithm::sha256, DigestAlgorithm::sha384, DigestAlgorithm::sha512,
-                        DigestAlgorithm::none}) {
+    for (auto digest :
+         {DigestAlgorithm::sha256, DigestAlgorithm::sha384, DigestAlgorithm::sha512, DigestAlgorithm::none}) {
       if (signs_without_digest(pkey) != (digest == DigestAlgorithm::none)) continue;
       if (auto ctx = make_sign_context(pkey, digest)) {
         templates->contexts[static_cast<std::size_t>(digest)] = std::move(*ctx);
@@ -105,7 +105,8 @@ FileSigner::FileSigner(PrivateKey key, std::string reference)
   templates_ = std::move(templates);
 }
 
-Result<std::unique_ptr<FileSigner>> FileSigner::load(const std::string& path, std::string_view passphrase_source) {
+Result<std::unique_ptr<FileSigner>> FileSigner::load(const std::string& path,
+                                                     std::string_view passphrase_source) {
   auto key = load_private_key(path, passphrase_source);
   if (!key) return std::unexpected(key.error().with_context("cannot load signing key " + path));
   return std::make_unique<FileSigner>(std::move(*key), "file:" + path);
@@ -146,8 +147,9 @@ Status verify_signature(const PublicKey& key, ByteView data, ByteView signature,
     return openssl_fail(Errc::crypto, "cannot initialise signature verification");
   }
   EVP_MD_CTX_set_flags(ctx.get(), EVP_MD_CTX_FLAG_FINALISE);
-  const int rc = EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()),
-                                  signature.size(), reinterpret_cast<const unsigned char*>(data.data()), data.size());
+  const int rc =
+      EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+                       reinterpret_cast<const unsigned char*>(data.data()), data.size());
   ERR_clear_error();
   if (rc != 1) return fail(Errc::invalid_input, "signature verification failed");
   return {};

@@ -12,9 +12,9 @@
 namespace hallmark::crypto {
 
 struct FlattenedJws {
-  std::string protected_b64;   // as received
-  std::string payload_b64;     // as received
-  std::string signature_b64;   // as received
+  std::string protected_b64;        // as received
+  std::string payload_b64;          // as received
+  std::string signature_b64;        // as received
   nlohmann::json protected_header;  // decoded "protected"
   nlohmann::json header;            // unprotected "header" (object, possibly empty)
 

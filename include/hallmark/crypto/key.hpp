@@ -79,7 +79,7 @@ class PrivateKey {
 // Loads a PEM private key file; the passphrase (if any) is read from `passphrase_source`
 // ("file:PATH" or "env:NAME", see read_secret).
 [[nodiscard]] Result<PrivateKey> load_private_key(const std::string& path,
-                                                   std::string_view passphrase_source = {});
+                                                  std::string_view passphrase_source = {});
 // Writes a PEM private key atomically with mode 0600.
 [[nodiscard]] Status save_private_key(const std::string& path, const PrivateKey& key,
                                       const Secret* passphrase = nullptr, Kdf kdf = Kdf::scrypt);
