@@ -221,7 +221,8 @@ Result<GeneralName> from_general_name(const GENERAL_NAME* gen) {
       g.other_value_der = i2d_bytes(on->value, i2d_ASN1_TYPE);
       return g;
     }
-    default: return fail(Errc::invalid_input, "SAN: unsupported GeneralName type " + std::to_string(gen->type));
+    default:
+      return fail(Errc::invalid_input, "SAN: unsupported GeneralName type " + std::to_string(gen->type));
   }
 }
 
@@ -281,8 +282,8 @@ Result<GeneralNamePtr> make_general_name(const GeneralName& name) {
       }
       const auto* p = reinterpret_cast<const unsigned char*>(name.other_value_der.data());
       Asn1TypePtr value(d2i_ASN1_TYPE(nullptr, &p, static_cast<long>(name.other_value_der.size())));
-      if (!value ||
-          p != reinterpret_cast<const unsigned char*>(name.other_value_der.data()) + name.other_value_der.size()) {
+      if (!value || p != reinterpret_cast<const unsigned char*>(name.other_value_der.data()) +
+                             name.other_value_der.size()) {
         ERR_clear_error();
         return fail(Errc::invalid_input, "SAN: otherName value is not one DER element");
       }
@@ -311,7 +312,8 @@ Result<crypto::GeneralNamesPtr> to_general_names(const std::vector<GeneralName>&
 
 std::optional<BasicConstraints> basic_constraints_from(ExtStack* exts) {
   int crit = 0;
-  BasicConstraintsPtr bc(static_cast<BASIC_CONSTRAINTS*>(X509V3_get_d2i(exts, NID_basic_constraints, &crit, nullptr)));
+  BasicConstraintsPtr bc(
+      static_cast<BASIC_CONSTRAINTS*>(X509V3_get_d2i(exts, NID_basic_constraints, &crit, nullptr)));
   if (!bc) {
     ERR_clear_error();
     return std::nullopt;
@@ -325,7 +327,8 @@ std::optional<BasicConstraints> basic_constraints_from(ExtStack* exts) {
 
 std::optional<SubjectAltName> subject_alt_name_from(ExtStack* exts) {
   int crit = 0;
-  crypto::GeneralNamesPtr gens(static_cast<GENERAL_NAMES*>(X509V3_get_d2i(exts, NID_subject_alt_name, &crit, nullptr)));
+  crypto::GeneralNamesPtr gens(
+      static_cast<GENERAL_NAMES*>(X509V3_get_d2i(exts, NID_subject_alt_name, &crit, nullptr)));
   if (!gens) {
     ERR_clear_error();
     return std::nullopt;
@@ -340,7 +343,8 @@ std::optional<SubjectAltName> subject_alt_name_from(ExtStack* exts) {
 }
 
 std::optional<Bytes> authority_key_id_from(ExtStack* exts) {
-  AuthorityKeyIdPtr akid(static_cast<AUTHORITY_KEYID*>(X509V3_get_d2i(exts, NID_authority_key_identifier, nullptr, nullptr)));
+  AuthorityKeyIdPtr akid(
+      static_cast<AUTHORITY_KEYID*>(X509V3_get_d2i(exts, NID_authority_key_identifier, nullptr, nullptr)));
   if (!akid || akid->keyid == nullptr) {
     ERR_clear_error();
     return std::nullopt;

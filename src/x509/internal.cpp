@@ -69,8 +69,8 @@ std::string pem_encode(std::string_view label, ByteView der) {
   unsigned char line[65];
   for (std::size_t off = 0; off < der.size(); off += 48) {
     const std::size_t n = std::min<std::size_t>(48, der.size() - off);
-    const int len = EVP_EncodeBlock(line, reinterpret_cast<const unsigned char*>(der.data()) + off,
-                                    static_cast<int>(n));
+    const int len =
+        EVP_EncodeBlock(line, reinterpret_cast<const unsigned char*>(der.data()) + off, static_cast<int>(n));
     out.append(reinterpret_cast<const char*>(line), static_cast<std::size_t>(len));
     out += '\n';
   }
@@ -129,7 +129,11 @@ const EVP_MD* signing_digest(EVP_PKEY* key) {
   } else {
     info.algorithm = crypto::KeyInfo::Algorithm::other;
   }
-  switch (crypto::default_digest(info)) {
+  return md_for(crypto::default_digest(info));
+}
+
+const EVP_MD* md_for(crypto::DigestAlgorithm digest) {
+  switch (digest) {
     case crypto::DigestAlgorithm::sha256: return EVP_sha256();
     case crypto::DigestAlgorithm::sha384: return EVP_sha384();
     case crypto::DigestAlgorithm::sha512: return EVP_sha512();

@@ -18,9 +18,12 @@
 
 namespace hallmark::x509::detail {
 
+using crypto::Asn1TimePtr;
 using crypto::Handle;
 
-inline void openssl_free(void* p) noexcept { OPENSSL_free(p); }
+inline void openssl_free(void* p) noexcept {
+  OPENSSL_free(p);
+}
 using OpensslBytesPtr = Handle<unsigned char, openssl_free>;
 
 using BasicConstraintsPtr = Handle<BASIC_CONSTRAINTS, BASIC_CONSTRAINTS_free>;
@@ -91,6 +94,7 @@ using ExtStack = const STACK_OF(X509_EXTENSION);
 
 // The digest X509_sign & co. should use for `key` (nullptr for Ed25519), per crypto::default_digest.
 [[nodiscard]] const EVP_MD* signing_digest(EVP_PKEY* key);
+[[nodiscard]] const EVP_MD* md_for(crypto::DigestAlgorithm digest);
 
 // Minimal DER writing for structures we assemble from already-encoded parts.
 void der_append_header(Bytes& out, unsigned char tag, std::size_t length);

@@ -14,6 +14,7 @@
 #include "hallmark/x509/name.hpp"
 
 using X509 = struct x509_st;
+using X509_STORE = struct x509_store_st;
 
 namespace hallmark::x509 {
 
@@ -36,8 +37,8 @@ class Certificate {
 
   [[nodiscard]] Name subject() const;
   [[nodiscard]] Name issuer() const;
-  [[nodiscard]] Bytes serial() const;             // big-endian magnitude
-  [[nodiscard]] std::string serial_hex() const;   // lowercase hex
+  [[nodiscard]] Bytes serial() const;            // big-endian magnitude
+  [[nodiscard]] std::string serial_hex() const;  // lowercase hex
   [[nodiscard]] Seconds not_before() const;
   [[nodiscard]] Seconds not_after() const;
   [[nodiscard]] bool has_no_expiry() const { return not_after() == kNoExpiry; }
@@ -67,6 +68,9 @@ class Certificate {
   [[nodiscard]] bool operator==(const Certificate& other) const { return *der_ == *other.der_; }
 
   [[nodiscard]] X509* native() const noexcept { return x509_.get(); }
+  // Takes one reference to `x509`; `der` must be its encoding (for x509 internals: the builder keeps
+  // the DER produced by signing instead of encoding again).
+  [[nodiscard]] static Certificate adopt(X509* x509, Bytes der);
 
  private:
   std::shared_ptr<X509> x509_;
@@ -82,13 +86,16 @@ class TrustStore {
   [[nodiscard]] bool empty() const { return anchors_.empty(); }
 
   // The path from `leaf` to an anchor (leaf first, anchor last), checked at `at` (validity of every
-  // certificate in the path is judged at that instant). CRLs are not consulted here.
+  // certificate in the path is judged at that instant). CRLs are not consulted here. Failure is
+  // unauthenticated, with OpenSSL's reason and the subject of the certificate that failed.
   [[nodiscard]] Result<std::vector<Certificate>> verify(const Certificate& leaf,
                                                         const std::vector<Certificate>& intermediates,
                                                         Seconds at) const;
 
  private:
   std::vector<Certificate> anchors_;
+  // Built once and reused by every verify (thread-safe for concurrent verification).
+  std::shared_ptr<X509_STORE> store_;
 };
 
 // PKCS#7 SignedData "certs-only" (RFC 7030 §4.1.3): encode and decode.

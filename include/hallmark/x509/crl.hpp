@@ -62,10 +62,17 @@ class Crl {
   [[nodiscard]] std::vector<CrlEntry> entries() const;
   [[nodiscard]] Status verify_signature(const crypto::PublicKey& issuer_key) const;
 
-  [[nodiscard]] X509_CRL* native() const noexcept { return crl_.get(); }
+  // Parsed from the DER on first use when the CRL was made by make_crl (a million-entry CRL is
+  // encoded directly; decoding it again is only paid for if someone looks inside).
+  [[nodiscard]] X509_CRL* native() const noexcept;
+  // Takes one reference to `crl`; `der` must be its encoding (for x509 internals).
+  [[nodiscard]] static Crl adopt(X509_CRL* crl, Bytes der);
 
  private:
-  std::shared_ptr<X509_CRL> crl_;
+  friend Result<Crl> make_crl(const CrlTemplate& tmpl, const Certificate& issuer,
+                              const crypto::Signer& signer);
+  struct Parsed;
+  std::shared_ptr<Parsed> parsed_;
   std::shared_ptr<const Bytes> der_;
 };
 

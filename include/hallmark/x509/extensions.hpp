@@ -67,10 +67,10 @@ struct HardwareModuleName {
 struct GeneralName {
   enum class Kind { dns, ip, uri, email, directory, hardware_module_name, other_name };
   Kind kind = Kind::dns;
-  std::string value;            // dns, uri, email; ip as text ("192.0.2.1", "2001:db8::1"); other_name: type OID
+  std::string value;  // dns, uri, email; ip as text ("192.0.2.1", "2001:db8::1"); other_name: type OID
   std::optional<Name> directory;
   std::optional<HardwareModuleName> hardware_module_name;
-  Bytes other_value_der;        // other_name: the DER of the value
+  Bytes other_value_der;  // other_name: the DER of the value
 
   [[nodiscard]] static GeneralName dns(std::string v) { return {Kind::dns, std::move(v), {}, {}, {}}; }
   [[nodiscard]] static GeneralName uri(std::string v) { return {Kind::uri, std::move(v), {}, {}, {}}; }
@@ -80,7 +80,8 @@ struct GeneralName {
   [[nodiscard]] static GeneralName hmn(HardwareModuleName h) {
     return {Kind::hardware_module_name, {}, {}, std::move(h), {}};
   }
-  // "DNS:example.com", "IP:192.0.2.1", "URI:...", "email:...", "DirName:CN=x", "HardwareModuleName:1.2.3;0123AB"
+  // "DNS:example.com", "IP:192.0.2.1", "URI:...", "email:...", "DirName:CN=x",
+  // "HardwareModuleName:1.2.3;0123AB"
   [[nodiscard]] std::string to_string() const;
   bool operator==(const GeneralName&) const;
 };

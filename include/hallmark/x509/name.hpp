@@ -45,6 +45,7 @@ class Name {
   [[nodiscard]] static Name copy_of(const X509_NAME* name);
 
  private:
+  explicit Name(std::shared_ptr<X509_NAME> name) : name_(std::move(name)) {}
   std::shared_ptr<X509_NAME> name_;
 };
 
