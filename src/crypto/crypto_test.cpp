@@ -221,6 +221,22 @@ TEST_P(KeyTest, GeneratesAndRoundTrips) {
   EXPECT_TRUE(*pub_from_der == pub);
   EXPECT_EQ(pub_from_der->to_der(), pub_der);
 
+  // The cached DER is exactly what OpenSSL's own encoder writes, whichever route built the key.
+  unsigned char* ossl_der = nullptr;
+  const int ossl_len = i2d_PUBKEY(key.native(), &ossl_der);
+  ASSERT_GT(ossl_len, 0);
+  const Bytes expected_der(reinterpret_cast<std::byte*>(ossl_der),
+                           reinterpret_cast<std::byte*>(ossl_der) + ossl_len);
+  OPENSSL_free(ossl_der);
+  EXPECT_EQ(pub_der, expected_der);
+  const auto* der_p = reinterpret_cast<const unsigned char*>(pub_der.data());
+  const PublicKey provider_key =
+      PublicKey::adopt(d2i_PUBKEY(nullptr, &der_p, static_cast<long>(pub_der.size())));
+  ASSERT_NE(provider_key.native(), nullptr);
+  EXPECT_EQ(provider_key.to_der(), pub_der);  // computed lazily, not given
+  EXPECT_TRUE(provider_key == pub);
+  EXPECT_EQ(provider_key.info().describe(), c.description);
+
   const std::string pub_pem = pub.to_pem();
   EXPECT_TRUE(pub_pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
   const auto from_pem = PublicKey::parse_pem(pub_pem);
@@ -916,6 +932,67 @@ TEST(crypto_Jws, VerifiesMicrochipManifest) {
     tampered.payload_b64 = base64url_encode(as_bytes(text));
     EXPECT_FALSE(verify_es256(tampered, real_signer.key));
   }
+}
+
+TEST(Sha256, AbcVector) {
+  // FIPS 180-2 appendix B.1 / RFC 6234 TEST1.
+  Sha256 h;
+  h.update(as_bytes(std::string_view("abc")));
+  EXPECT_EQ(to_hex(h.finish()), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(Sha256, EmptyInput) {
+  Sha256 h;
+  EXPECT_EQ(to_hex(h.finish()), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+}
+
+TEST(Sha256, StreamingMatchesOneShotOverTheConcatenation) {
+  const Bytes data = random_bytes(10000);
+  for (std::size_t chunk : {1u, 7u, 64u, 65u, 1000u, 10000u}) {
+    Sha256 h;
+    for (std::size_t i = 0; i < data.size(); i += chunk) {
+      h.update(ByteView(data).subspan(i, std::min(chunk, data.size() - i)));
+    }
+    h.update({});
+    EXPECT_EQ(h.finish(), sha256(data)) << "chunk " << chunk;
+  }
+}
+
+TEST(Sha256, ReusableAfterFinishAndMovable) {
+  Sha256 h;
+  h.update(as_bytes(std::string_view("first message")));
+  EXPECT_EQ(h.finish(), sha256(as_bytes(std::string_view("first message"))));
+  h.update(as_bytes(std::string_view("abc")));
+  Sha256 moved = std::move(h);
+  EXPECT_EQ(to_hex(moved.finish()), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(PublicKey, CopiesShareOneDerComputedOnceAcrossThreads) {
+  const auto key = PrivateKey::generate(KeyType::ec_p256);
+  ASSERT_TRUE(key);
+  unsigned char* der = nullptr;
+  const int len = i2d_PUBKEY(key->native(), &der);
+  ASSERT_GT(len, 0);
+  const Bytes expected(reinterpret_cast<std::byte*>(der), reinterpret_cast<std::byte*>(der) + len);
+  OPENSSL_free(der);
+  const auto* p = reinterpret_cast<const unsigned char*>(expected.data());
+  const PublicKey shared = PublicKey::adopt(d2i_PUBKEY(nullptr, &p, len));  // DER not known yet
+  std::vector<std::string> seen(4);
+  {
+    std::vector<std::jthread> threads;
+    for (std::size_t t = 0; t < seen.size(); ++t) {
+      threads.emplace_back([&, t] {
+        const PublicKey copy = shared;
+        for (int i = 0; i < 20; ++i) {
+          // Keys made on several threads at once: each thread has its own keygen and import contexts.
+          const auto k = PrivateKey::generate(KeyType::ec_p256);
+          if (!k || k->public_key().to_der().empty()) return;
+        }
+        seen[t] = copy.sha256_hex();
+      });
+    }
+  }
+  for (const auto& s : seen) EXPECT_EQ(s, to_hex(sha256(expected)));
 }
 
 }  // namespace

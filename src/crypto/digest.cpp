@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 namespace hallmark::crypto {
 
@@ -158,6 +159,49 @@ Bytes sha384(ByteView data) {
 
 std::string sha256_hex(ByteView data) {
   return to_hex(sha256(data));
+}
+
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+  static const EVP_MD* md = fetched_md("SHA256");
+  if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_, md, nullptr) != 1) {
+    std::fprintf(stderr, "hallmark: cannot initialise SHA-256\n");
+    std::abort();
+  }
+}
+
+Sha256::~Sha256() {
+  EVP_MD_CTX_free(ctx_);
+}
+
+Sha256::Sha256(Sha256&& other) noexcept : ctx_(std::exchange(other.ctx_, nullptr)) {}
+
+Sha256& Sha256::operator=(Sha256&& other) noexcept {
+  if (this != &other) {
+    EVP_MD_CTX_free(ctx_);
+    ctx_ = std::exchange(other.ctx_, nullptr);
+  }
+  return *this;
+}
+
+void Sha256::update(ByteView data) {
+  if (ctx_ == nullptr) std::abort();  // used after move
+  if (!data.empty() && EVP_DigestUpdate(ctx_, data.data(), data.size()) != 1) {
+    std::fprintf(stderr, "hallmark: SHA-256 update failed\n");
+    std::abort();
+  }
+}
+
+Bytes Sha256::finish() {
+  if (ctx_ == nullptr) std::abort();  // used after move
+  Bytes out(kSize);
+  unsigned int n = 0;
+  // Finalising resets nothing: re-initialise so the object can hash a new message.
+  if (EVP_DigestFinal_ex(ctx_, reinterpret_cast<unsigned char*>(out.data()), &n) != 1 || n != kSize ||
+      EVP_DigestInit_ex(ctx_, nullptr, nullptr) != 1) {
+    std::fprintf(stderr, "hallmark: SHA-256 finish failed\n");
+    std::abort();
+  }
+  return out;
 }
 
 Bytes random_bytes(std::size_t n) {

@@ -1,5 +1,6 @@
 #include "hallmark/x509/builder.hpp"
 
+#include <openssl/ec.h>
 #include <openssl/err.h>
 
 #include <algorithm>
@@ -200,6 +201,27 @@ Result<Certificate> make_certificate(const CertificateTemplate& tmpl,
                     : "certificate: self-signed, but the signer key is not the subject key");
   }
 
+  // OpenSSL 3.0's X509_set_pubkey encodes a provider-backed key and decodes it straight back (~2M
+  // instructions); a legacy EC_KEY it encodes directly. A key from PrivateKey::public_key is already
+  // legacy; any other EC key is re-read from its cached SPKI DER by the legacy decoder (~170k).
+  // X509_PUBKEY_set0_param with that DER would skip even this, but would leave the certificate
+  // without a decoded key (X509_get0_pubkey would return NULL for chain building). Deprecated API.
+  EVP_PKEY* certified_key = subject_key;
+  crypto::EvpPkeyPtr legacy_key;
+  if (EVP_PKEY_get_base_id(subject_key) == EVP_PKEY_EC && EVP_PKEY_get0_provider(subject_key) != nullptr) {
+    const ByteView spki = tmpl.public_key.der();
+    const auto* p = reinterpret_cast<const unsigned char*>(spki.data());
+    if (EC_KEY* ec = d2i_EC_PUBKEY(nullptr, &p, static_cast<long>(spki.size())); ec != nullptr) {
+      legacy_key.reset(EVP_PKEY_new());
+      if (legacy_key && EVP_PKEY_assign_EC_KEY(legacy_key.get(), ec) == 1) {
+        certified_key = legacy_key.get();
+      } else {
+        EC_KEY_free(ec);
+      }
+    }
+    ERR_clear_error();
+  }
+
   crypto::X509Ptr x(check_alloc(X509_new()));
   const X509_NAME* issuer_name =
       issuer_x509 != nullptr ? X509_get_subject_name(issuer_x509) : tmpl.subject.native();
@@ -209,7 +231,7 @@ Result<Certificate> make_certificate(const CertificateTemplate& tmpl,
       X509_set_subject_name(x.get(), tmpl.subject.native()) != 1 ||
       !detail::set_asn1_time(X509_getm_notBefore(x.get()), tmpl.not_before) ||
       !detail::set_asn1_time(X509_getm_notAfter(x.get()), tmpl.not_after) ||
-      X509_set_pubkey(x.get(), subject_key) != 1) {
+      X509_set_pubkey(x.get(), certified_key) != 1) {
     return crypto::openssl_fail(Errc::internal, "certificate: building");
   }
   HM_TRY_VOID(add_extensions(x.get(), tmpl, issuer_x509));

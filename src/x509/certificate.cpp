@@ -122,12 +122,14 @@ Seconds Certificate::not_after() const {
 }
 
 crypto::PublicKey Certificate::public_key() const {
+  // The key d2i_X509 already decoded, with its SPKI DER as the certificate carries it (re-encoding a
+  // provider key would run OpenSSL 3.0's encoder).
   EVP_PKEY* key = X509_get_pubkey(x509_.get());
   if (key == nullptr) {
     ERR_clear_error();
     return {};
   }
-  return crypto::PublicKey::adopt(key);
+  return crypto::PublicKey::adopt(key, detail::i2d_bytes(X509_get_X509_PUBKEY(x509_.get()), i2d_X509_PUBKEY));
 }
 
 std::string Certificate::fingerprint_sha256_hex() const {

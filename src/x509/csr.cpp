@@ -65,7 +65,8 @@ crypto::PublicKey Csr::public_key() const {
     ERR_clear_error();
     return {};
   }
-  return crypto::PublicKey::adopt(key);
+  return crypto::PublicKey::adopt(key,
+                                  detail::i2d_bytes(X509_REQ_get_X509_PUBKEY(req_.get()), i2d_X509_PUBKEY));
 }
 
 Status Csr::verify_self_signature() const {

@@ -5,12 +5,33 @@
 #include "hallmark/core/bytes.hpp"
 #include "hallmark/core/result.hpp"
 
+using EVP_MD_CTX = struct evp_md_ctx_st;
+
 namespace hallmark::crypto {
 
 [[nodiscard]] Bytes sha1(ByteView data);
 [[nodiscard]] Bytes sha256(ByteView data);
 [[nodiscard]] Bytes sha384(ByteView data);
 [[nodiscard]] std::string sha256_hex(ByteView data);
+
+// Streaming SHA-256: update() any number of times, then finish(), which also resets the hasher for
+// a new message. Not thread-safe; movable, not copyable.
+class Sha256 final {
+ public:
+  static constexpr std::size_t kSize = 32;
+  Sha256();
+  ~Sha256();
+  Sha256(Sha256&& other) noexcept;
+  Sha256& operator=(Sha256&& other) noexcept;
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+
+  void update(ByteView data);
+  [[nodiscard]] Bytes finish();
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
 
 // Cryptographically secure random bytes.
 [[nodiscard]] Bytes random_bytes(std::size_t n);

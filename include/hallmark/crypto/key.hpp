@@ -36,6 +36,9 @@ class PublicKey {
 
   // DER SubjectPublicKeyInfo.
   [[nodiscard]] Bytes to_der() const;
+  // The same DER without a copy: computed once and shared by every copy of this key (thread-safe);
+  // valid while any copy lives. Empty for an empty key.
+  [[nodiscard]] ByteView der() const;
   [[nodiscard]] std::string to_pem() const;
   [[nodiscard]] KeyInfo info() const;
   // Lowercase hex SHA-256 of the DER SubjectPublicKeyInfo: the UKID of a birth certificate.
@@ -45,9 +48,13 @@ class PublicKey {
   [[nodiscard]] EVP_PKEY* native() const noexcept { return key_.get(); }
   // Takes one reference (the caller's reference is consumed).
   [[nodiscard]] static PublicKey adopt(EVP_PKEY* key);
+  // The same, when the DER SubjectPublicKeyInfo of `key` is already known (`spki` must be it).
+  [[nodiscard]] static PublicKey adopt(EVP_PKEY* key, Bytes spki);
 
  private:
+  struct Cache;
   std::shared_ptr<EVP_PKEY> key_;
+  std::shared_ptr<Cache> cache_;
 };
 
 enum class Kdf { scrypt, pbkdf2 };
@@ -67,7 +74,7 @@ class PrivateKey {
   [[nodiscard]] Result<Secret> to_der() const;
 
   [[nodiscard]] PublicKey public_key() const;
-  [[nodiscard]] KeyInfo info() const { return public_key().info(); }
+  [[nodiscard]] KeyInfo info() const;
 
   [[nodiscard]] EVP_PKEY* native() const noexcept { return key_.get(); }
   [[nodiscard]] static PrivateKey adopt(EVP_PKEY* key);
