@@ -14,6 +14,8 @@ inline constexpr std::size_t kAuditHashSize = 32;
 
 [[nodiscard]] Bytes canonical_audit_content(Id id, const AuditEvent& event);
 [[nodiscard]] Bytes audit_hash(ByteView prev_hash, Id id, const AuditEvent& event);
-[[nodiscard]] inline Bytes audit_genesis_hash() { return Bytes(kAuditHashSize, std::byte{0}); }
+[[nodiscard]] inline Bytes audit_genesis_hash() {
+  return Bytes(kAuditHashSize, std::byte{0});
+}
 
 }  // namespace hallmark::store

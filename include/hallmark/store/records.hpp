@@ -19,8 +19,8 @@ using Id = std::int64_t;
 
 struct CaRecord {
   Id id = 0;
-  std::string name;    // unique
-  std::string role;    // "root", "issuing", "birth", ... (free text for the layers above)
+  std::string name;  // unique
+  std::string role;  // "root", "issuing", "birth", ... (free text for the layers above)
   Bytes certificate_der;
   std::string key_ref;  // file path or pkcs11: URI; empty for external CAs
   std::string status = "active";
@@ -50,14 +50,15 @@ struct ManifestRecord {
   std::int64_t entry_count = 0;
   std::int64_t inserted_count = 0;
   Seconds imported_at{};
+  std::string reel = {};  // reel / group id; unique when not empty (stored as NULL when empty)
 };
 
 struct DeviceRecord {
   Id id = 0;
   std::string vendor_unique_id;     // unique
   std::optional<std::string> ukid;  // unique when present (Option 2: SHA-256 of the BC's SPKI)
-  Bytes bc_der;
-  std::string bc_sha256;  // fingerprint of bc_der, lowercase hex, unique
+  Bytes bc_der;                     // empty for a Lite device until its key is pinned (stored as NULL)
+  std::string bc_sha256;            // fingerprint of bc_der, lowercase hex, unique when not empty
   std::string bc_issuer;
   std::optional<Id> manifest_id;
   std::string part_number;

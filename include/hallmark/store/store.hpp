@@ -6,8 +6,10 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "hallmark/core/result.hpp"
@@ -27,7 +29,14 @@ class CaStore {
   [[nodiscard]] virtual Result<std::int64_t> next_crl_number(std::string_view name) = 0;
 
   [[nodiscard]] virtual Result<Id> add_trust_anchor(const TrustAnchor& anchor) = 0;
-  [[nodiscard]] virtual Result<std::vector<TrustAnchor>> list_trust_anchors(std::string_view purpose = {}) = 0;
+  [[nodiscard]] virtual Result<std::vector<TrustAnchor>> list_trust_anchors(
+      std::string_view purpose = {}) = 0;
+};
+
+// What import_manifest does with an entry that contradicts the inventory.
+enum class OnConflict {
+  fail,  // the whole file is refused (conflict) and nothing of it is kept
+  skip,  // the entry is reported in ManifestImportResult::conflicts; the rest of the file imports
 };
 
 // A manifest (or reel) file and its entries, imported in one transaction.
@@ -35,32 +44,99 @@ struct ManifestImport {
   ManifestRecord manifest;            // id and inserted_count are filled by the store
   std::vector<DeviceRecord> devices;  // id, state, flags and mount fields are ignored
   AuditEvent audit;                   // action/object describe the import; outcome set by the store
+  OnConflict on_conflict = OnConflict::fail;
 };
 
 struct ManifestImportResult {
   Id manifest_id = 0;
-  std::int64_t inserted = 0;   // new devices
-  std::int64_t unchanged = 0;  // entries identical to a known device: no-op
+  std::int64_t inserted = 0;    // new devices
+  std::int64_t unchanged = 0;   // entries identical to a known device: no-op
   bool manifest_known = false;  // the same file (sha256) was imported before
+  // OnConflict::skip (and sessions): (index of the device in the file, reason), in file order.
+  std::vector<std::pair<std::size_t, std::string>> conflicts;
+};
+
+// What became of one device offered to an import.
+struct DeviceImportOutcome {
+  enum class Kind { inserted, unchanged, conflict };
+  Kind kind = Kind::inserted;
+  std::string reason;  // conflict only, e.g. "conflicts with the inventory: UKID X belongs to uniqueId Y"
+};
+
+// A streaming import of one file: ONE transaction from begin_manifest_import to commit, fed in
+// batches, so memory does not grow with the file. While a session is open it holds a writer lane
+// (on SQLite the only one): other writes wait for its commit. Do not call other methods of the same
+// store that write (or, for sqlite::memory:, read) from the session's thread while it is open.
+// The store must outlive the session.
+class ManifestImportSession {
+ public:
+  virtual ~ManifestImportSession() = default;  // destroyed without commit: rolled back
+  // The manifest row's id (assigned at begin, so devices reference it).
+  [[nodiscard]] virtual Id manifest_id() const = 0;
+  // Inserts within the open transaction; one outcome per device, in order. A conflicting device is
+  // reported, not fatal. An error (invalid_input: an entry without unique id; unavailable, ...)
+  // rolls the whole import back and ends the session.
+  [[nodiscard]] virtual Result<std::vector<DeviceImportOutcome>> add(std::span<const DeviceRecord> batch) = 0;
+  // Completes the manifest row (sha256 when it was not known at begin, entry_count, format, signer;
+  // reel when the row has none: conflict when another manifest holds it), appends the accepted
+  // audit record and commits. The result lists every conflict reported by add(). A sha256 given
+  // only now that names a known manifest makes this a re-check of it (manifest_known; its id in the
+  // result, any device inserted here moves to it).
+  [[nodiscard]] virtual Result<ManifestImportResult> commit(const ManifestRecord& manifest,
+                                                            const AuditEvent& audit) = 0;
+};
+
+// Devices in ascending id order.
+struct DeviceFilter {
+  std::optional<DeviceState> state = std::nullopt;
+  std::optional<Id> manifest_id = std::nullopt;
+  std::optional<std::string> reel = std::nullopt;  // the manifest's reel name
+  std::optional<std::string> part_number = std::nullopt;
+  std::int64_t limit = 1000;
+  Id after_id = 0;  // paging: only ids greater than this, ascending
 };
 
 class InventoryStore {
  public:
   virtual ~InventoryStore() = default;
-  // Idempotent: the same entry again is a no-op; a different entry for a known vendor unique id,
-  // UKID or BC fingerprint is a conflict and nothing of the file is imported.
+  // Idempotent: the same entry again is a no-op. A different entry for a known vendor unique id,
+  // UKID or BC fingerprint is a conflict: with OnConflict::fail nothing of the file is imported,
+  // with OnConflict::skip it is listed in the result and the other entries are imported.
+  // An entry with an empty bc_der and bc_sha256 is a Lite device (stored with a NULL BC).
+  // A reel name already used by another manifest is a conflict.
   [[nodiscard]] virtual Result<ManifestImportResult> import_manifest(const ManifestImport& import) = 0;
+  // Streaming import: `manifest` gives format, signer, reel and, when known, sha256 (the same
+  // sha256 again: manifest_known, entries only re-checked). An empty sha256 must be given to
+  // commit. conflict when the reel name is taken.
+  [[nodiscard]] virtual Result<std::unique_ptr<ManifestImportSession>> begin_manifest_import(
+      const ManifestRecord& manifest) = 0;
   [[nodiscard]] virtual Result<ManifestRecord> find_manifest(std::string_view sha256) = 0;
+  [[nodiscard]] virtual Result<ManifestRecord> find_manifest_by_id(Id id) = 0;
+  [[nodiscard]] virtual Result<ManifestRecord> find_manifest_by_reel(std::string_view reel) = 0;
 
   [[nodiscard]] virtual Result<DeviceRecord> find_device(Id id) = 0;
   [[nodiscard]] virtual Result<DeviceRecord> find_device_by_bc_fingerprint(std::string_view bc_sha256) = 0;
   [[nodiscard]] virtual Result<DeviceRecord> find_device_by_unique_id(std::string_view vendor_unique_id) = 0;
   [[nodiscard]] virtual Result<DeviceRecord> find_device_by_ukid(std::string_view ukid) = 0;
+  [[nodiscard]] virtual Result<std::vector<DeviceRecord>> list_devices(const DeviceFilter& filter) = 0;
 
-  // received -> mounted (conflict from any other state). The audit record is appended in the
-  // same transaction.
+  // received -> mounted (conflict from any other state) and, in the same transaction, the device's
+  // end entity (device_id is set to the device; an existing end entity of this very device with
+  // that username is reused, one of another device is a conflict). The audit records (mount, and
+  // end-entity-create when one is created) are appended in the same transaction.
   [[nodiscard]] virtual Status mount_device(std::string_view vendor_unique_id, std::string_view station,
+                                            const std::optional<EndEntityRecord>& end_entity,
                                             const AuditEvent& audit) = 0;
+  [[nodiscard]] Status mount_device(std::string_view vendor_unique_id, std::string_view station,
+                                    const AuditEvent& audit) {
+    return mount_device(vendor_unique_id, station, std::nullopt, audit);
+  }
+  // Lite devices: records the key learned at first contact (its certificate or SPKI DER, its SHA-256
+  // and, optionally, the UKID). Only while the device has no BC; conflict otherwise, or when the
+  // fingerprint/UKID belongs to another device; not_found for an unknown device.
+  [[nodiscard]] virtual Status pin_device_key(std::string_view vendor_unique_id, const Bytes& bc_der,
+                                              std::string_view bc_sha256, std::optional<std::string> ukid,
+                                              const AuditEvent& audit) = 0;
   // any state -> retired.
   [[nodiscard]] virtual Status retire_device(std::string_view vendor_unique_id, const AuditEvent& audit) = 0;
   // BC flags: revoked (our own BC CA revoked it) or consumed (a vendor's BC used up).
@@ -95,10 +171,10 @@ struct IssuanceRequest {
 };
 
 struct CertificateFilter {
-  std::optional<std::string> issuer_ca;
-  std::optional<Id> device_id;
-  std::optional<CertificateStatus> status;
-  std::optional<Seconds> expiring_before;  // not_after < this
+  std::optional<std::string> issuer_ca = std::nullopt;
+  std::optional<Id> device_id = std::nullopt;
+  std::optional<CertificateStatus> status = std::nullopt;
+  std::optional<Seconds> expiring_before = std::nullopt;  // not_after < this
   std::int64_t limit = 1000;
   Id after_id = 0;  // paging: only ids greater than this, ascending
 };
@@ -126,10 +202,10 @@ class CertificateStore {
 
 struct AuditVerification {
   bool ok = true;
-  std::int64_t records = 0;             // records checked
-  std::optional<Id> first_broken_id;    // the first record that is missing, changed or out of place
-  std::string reason;                   // why it is broken
-  Bytes head_hash;                      // hash of the last record (anchor it elsewhere)
+  std::int64_t records = 0;           // records checked
+  std::optional<Id> first_broken_id;  // the first record that is missing, changed or out of place
+  std::string reason;                 // why it is broken
+  Bytes head_hash;                    // hash of the last record (anchor it elsewhere)
 };
 
 class AuditLog {
@@ -181,10 +257,13 @@ struct StoreOptions {
   int pool_size = 8;
   // Most transactions the writer commits together.
   int max_batch = 256;
+  // PostgreSQL: writer connections committing batches concurrently (SQLite always has one).
+  int writers = 4;
 };
 
 // "sqlite:PATH", "sqlite::memory:", "postgresql://..." or "postgres://...". Does not migrate.
 // invalid_input for an unknown scheme, unavailable when the database cannot be reached.
-[[nodiscard]] Result<std::unique_ptr<Store>> open_store(std::string_view url, const StoreOptions& options = {});
+[[nodiscard]] Result<std::unique_ptr<Store>> open_store(std::string_view url,
+                                                        const StoreOptions& options = {});
 
 }  // namespace hallmark::store
