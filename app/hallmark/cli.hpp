@@ -15,6 +15,7 @@ int report(const Error& error);
 
 struct GlobalOptions {
   std::string home = ".";
+  std::string db;  // --db URL: overrides [database] url of hallmark.toml
 };
 
 // Each command group installs its subcommands; the callbacks set `status`.
@@ -22,5 +23,9 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& status);
 void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& status);
 void add_cert_commands(CLI::App& app, const GlobalOptions& global, int& status);
 void add_profile_commands(CLI::App& app, const GlobalOptions& global, int& status);
+void add_db_commands(CLI::App& app, const GlobalOptions& global, int& status);
+void add_inventory_commands(CLI::App& app, const GlobalOptions& global, int& status);
+void add_vendor_commands(CLI::App& app, int& status);
+void add_serve_command(CLI::App& app, const GlobalOptions& global, int& status);
 
 }  // namespace hallmark::app

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include "cli.hpp"
+#include "db.hpp"
 #include "hallmark/x509/csr.hpp"
 #include "home.hpp"
 #include "output.hpp"
@@ -75,12 +76,14 @@ void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& status) {
     cmd->add_option("--parent", *parent, "Issuing CA of a sub-CA");
     cmd->add_option("--cn", *cn, "Common name (default: '<organization> <name> CA')");
     cmd->add_option("--key-type", *key_type, "Key type (default: [pki] key_type)");
-    cmd->callback([run, name, role, parent, cn, key_type] {
+    cmd->callback([&global, run, name, role, parent, cn, key_type] {
       run([&](const PkiHome& h) -> Status {
         const SystemClock clock;
         const auto common_name = cn->empty() ? fmt::format("{} {} CA", h.config().organization, *name) : *cn;
         const auto kt = key_type->empty() ? h.config().key_type : *key_type;
+        auto db = HM_TRY(open_database(h, global.db));
         const auto rec = HM_TRY(h.create_ca(*name, *role, *parent, common_name, kt, clock));
+        HM_TRY_VOID(register_ca(*db, h, rec));
         fmt::print("Created CA {}: {}\n", rec.name, summary(rec.certificate));
         return {};
       });
@@ -103,7 +106,7 @@ void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& status) {
     cmd->add_option("--name", *name, "Name to record the CA under (default: vendor-<role>)");
     cmd->add_option("--parent", *parent, "Issuing CA")->capture_default_str();
     cmd->add_option("--out", *out, "Write the signed certificate chain (PEM) here (default: stdout)");
-    cmd->callback([run, csr_path, role, name, parent, out] {
+    cmd->callback([&global, run, csr_path, role, name, parent, out] {
       run([&](const PkiHome& h) -> Status {
         const SystemClock clock;
         const auto data = HM_TRY(read_file(*csr_path));
@@ -144,12 +147,14 @@ void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& status) {
     cmd->add_option("cert", *path, "CA certificate (PEM or DER)")->required()->check(CLI::ExistingFile);
     cmd->add_option("--name", *name, "Name to record it under")->required();
     cmd->add_option("--role", *role, "What it is trusted for: bc, idc, tls, ...")->capture_default_str();
-    cmd->callback([run, path, name, role] {
+    cmd->callback([&global, run, path, name, role] {
       run([&](const PkiHome& h) -> Status {
         const auto data = HM_TRY(read_file(*path));
         auto cert = x509::Certificate::parse(data);
         if (!cert) return std::unexpected(cert.error().with_context(*path));
+        auto db = HM_TRY(open_database(h, global.db));
         const auto rec = HM_TRY(h.import_external(*name, *role, *cert));
+        HM_TRY_VOID(register_ca(*db, h, rec));
         fmt::print("Imported external CA {} ({}): {}\n", rec.name, rec.role, summary(rec.certificate));
         return {};
       });

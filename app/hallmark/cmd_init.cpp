@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "cli.hpp"
+#include "db.hpp"
 #include "home.hpp"
 #include "output.hpp"
 
@@ -47,6 +48,16 @@ void add_init_command(CLI::App& app, const GlobalOptions& global, int& status) {
     auto home = PkiHome::init(global.home, *options, clock);
     if (!home) {
       status = report(home.error());
+      return;
+    }
+    // The database holds the store's copy of the CAs; init creates and migrates it.
+    auto registered = [&]() -> Status {
+      auto db = HM_TRY(open_database(*home, global.db, SchemaPolicy::migrate));
+      for (const auto& ca : HM_TRY(home->list_cas())) HM_TRY_VOID(register_ca(*db, *home, ca));
+      return {};
+    }();
+    if (!registered) {
+      status = report(registered.error());
       return;
     }
     fmt::print("Created PKI home {}\n", home->dir().string());

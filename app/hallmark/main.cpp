@@ -41,6 +41,9 @@ int main(int argc, char** argv) {
   app.add_option("--home", global.home, "PKI home directory (holds hallmark.toml)")
       ->envname("HALLMARK_HOME")
       ->capture_default_str();
+  app.add_option("--db", global.db,
+                 "Database URL (sqlite:PATH, postgresql://...); overrides [database] url of hallmark.toml")
+      ->envname("HALLMARK_DB");
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "Log debug events to stderr");
 
@@ -49,6 +52,10 @@ int main(int argc, char** argv) {
   add_ca_commands(app, global, status);
   add_cert_commands(app, global, status);
   add_profile_commands(app, global, status);
+  add_db_commands(app, global, status);
+  add_inventory_commands(app, global, status);
+  add_vendor_commands(app, status);
+  add_serve_command(app, global, status);
   app.parse_complete_callback([&] {
     if (verbose) hallmark::log::set_level(hallmark::log::Level::debug);
   });

@@ -1,0 +1,25 @@
+#pragma once
+// The home's database: URL resolution, opening with a schema check, and the store's copy of CAs.
+#include <memory>
+#include <string>
+
+#include "hallmark/core/result.hpp"
+#include "hallmark/store/store.hpp"
+#include "home.hpp"
+
+namespace hallmark::app {
+
+// `override_url` (from --db) wins over hallmark.toml; a relative sqlite path is relative to the home.
+[[nodiscard]] std::string resolve_database_url(const PkiHome& home, const std::string& override_url);
+
+enum class SchemaPolicy { require_current, migrate, any };
+// Opens the database. require_current refuses a database whose schema needs `hallmark db migrate`.
+[[nodiscard]] Result<std::unique_ptr<store::Store>> open_database(
+    const PkiHome& home, const std::string& override_url,
+    SchemaPolicy policy = SchemaPolicy::require_current);
+
+// Records (or leaves in place, when already there) the CA in the store, which the RA and revocation
+// read. conflict when a different certificate is recorded under the same name.
+[[nodiscard]] Status register_ca(store::Store& store, const PkiHome& home, const CaRecord& ca);
+
+}  // namespace hallmark::app
