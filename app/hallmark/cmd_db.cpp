@@ -14,17 +14,6 @@ namespace hallmark::app {
 
 namespace {
 
-// Runs `body` with the open home and database; reports its error.
-void with_database(const GlobalOptions& global, int& status, SchemaPolicy policy,
-                   const std::function<Status(const PkiHome&, store::Store&)>& body) {
-  auto r = [&]() -> Status {
-    const auto home = HM_TRY(PkiHome::open(global.home));
-    auto db = HM_TRY(open_database(home, global.db, policy));
-    return body(home, *db);
-  }();
-  if (!r) status = report(r.error());
-}
-
 Result<Seconds> parse_date(const std::string& text) {
   if (text.size() == 10) return parse_iso8601(text + "T00:00:00Z");
   return parse_iso8601(text);
@@ -36,41 +25,44 @@ void add_db_commands(CLI::App& app, const GlobalOptions& global, int& status) {
   auto* db = app.add_subcommand("db", "Database schema: migrate and check");
   db->require_subcommand(1);
   db->add_subcommand("migrate", "Apply pending schema migrations (idempotent)")->callback([&global, &status] {
-    with_database(global, status, SchemaPolicy::any, [](const PkiHome& home, store::Store& s) -> Status {
-      const auto before = HM_TRY(s.check());
-      const auto after = HM_TRY(s.migrate());
-      fmt::print("{} schema: version {} -> {} ({})\n", s.backend(), before.current_version,
-                 after.current_version,
-                 before.current_version == after.current_version ? "nothing to do" : "migrated");
-      (void)home;
-      return {};
-    });
+    with_database(global.home, global.db, status, SchemaPolicy::any,
+                  [](const PkiHome& home, store::Store& s) -> Status {
+                    const auto before = HM_TRY(s.check());
+                    const auto after = HM_TRY(s.migrate());
+                    fmt::print(
+                        "{} schema: version {} -> {} ({})\n", s.backend(), before.current_version,
+                        after.current_version,
+                        before.current_version == after.current_version ? "nothing to do" : "migrated");
+                    (void)home;
+                    return {};
+                  });
   });
   db->add_subcommand("check", "Report the schema version and check integrity (engine check and audit chain)")
       ->callback([&global, &status] {
-        with_database(
-            global, status, SchemaPolicy::any, [&status](const PkiHome&, store::Store& s) -> Status {
-              const auto schema = HM_TRY(s.check());
-              fmt::print("backend:  {}\nschema:   version {} of {}{}\n", s.backend(), schema.current_version,
-                         schema.latest_version, schema.pending() ? " (run 'hallmark db migrate')" : "");
-              if (schema.pending()) {
-                status = 6;
-                return {};
-              }
-              const auto integrity = HM_TRY(s.integrity_check());
-              fmt::print("engine:   {}\naudit:    {} records, {}\n", integrity.detail,
-                         integrity.audit.records,
-                         integrity.audit.ok ? "chain intact" : "BROKEN: " + integrity.audit.reason);
-              if (!integrity.ok) status = 1;
-              return {};
-            });
+        with_database(global.home, global.db, status, SchemaPolicy::any,
+                      [&status](const PkiHome&, store::Store& s) -> Status {
+                        const auto schema = HM_TRY(s.check());
+                        fmt::print("backend:  {}\nschema:   version {} of {}{}\n", s.backend(),
+                                   schema.current_version, schema.latest_version,
+                                   schema.pending() ? " (run 'hallmark db migrate')" : "");
+                        if (schema.pending()) {
+                          status = 6;
+                          return {};
+                        }
+                        const auto integrity = HM_TRY(s.integrity_check());
+                        fmt::print("engine:   {}\naudit:    {} records, {}\n", integrity.detail,
+                                   integrity.audit.records,
+                                   integrity.audit.ok ? "chain intact" : "BROKEN: " + integrity.audit.reason);
+                        if (!integrity.ok) status = 1;
+                        return {};
+                      });
       });
 
   auto* audit = app.add_subcommand("audit", "The tamper-evident audit log");
   audit->require_subcommand(1);
   audit->add_subcommand("verify", "Walk the hash chain; name the first broken record")
       ->callback([&global, &status] {
-        with_database(global, status, SchemaPolicy::require_current,
+        with_database(global.home, global.db, status, SchemaPolicy::require_current,
                       [&status](const PkiHome&, store::Store& s) -> Status {
                         const auto v = HM_TRY(s.verify_audit_chain());
                         if (v.ok) {
@@ -93,7 +85,7 @@ void add_db_commands(CLI::App& app, const GlobalOptions& global, int& status) {
     cmd->add_option("--limit", *limit, "At most this many records")->capture_default_str();
     cmd->add_flag("--json", *json, "One JSON object per line");
     cmd->callback([&global, &status, after, limit, json] {
-      with_database(global, status, SchemaPolicy::require_current,
+      with_database(global.home, global.db, status, SchemaPolicy::require_current,
                     [&](const PkiHome&, store::Store& s) -> Status {
                       const auto records = HM_TRY(s.list_audit(*after, *limit));
                       std::vector<std::vector<std::string>> rows{
@@ -140,7 +132,8 @@ void add_db_commands(CLI::App& app, const GlobalOptions& global, int& status) {
     cmd->add_flag("--json", *json, "JSON output");
     cmd->callback([&global, &status, ca, device, state, expiring, limit, json] {
       with_database(
-          global, status, SchemaPolicy::require_current, [&](const PkiHome&, store::Store& s) -> Status {
+          global.home, global.db, status, SchemaPolicy::require_current,
+          [&](const PkiHome&, store::Store& s) -> Status {
             store::CertificateFilter filter;
             filter.limit = *limit;
             if (!ca->empty()) filter.issuer_ca = *ca;
@@ -198,7 +191,8 @@ void add_db_commands(CLI::App& app, const GlobalOptions& global, int& status) {
     cmd->add_option("--out", *out, "Output file (default: stdout)");
     cmd->callback([&global, &status, serial, ukid, format, chain, out] {
       with_database(
-          global, status, SchemaPolicy::require_current, [&](const PkiHome& home, store::Store& s) -> Status {
+          global.home, global.db, status, SchemaPolicy::require_current,
+          [&](const PkiHome& home, store::Store& s) -> Status {
             if (serial->empty() && ukid->empty()) return fail(Errc::invalid_input, "give --serial or --ukid");
             if (*format != "pem" && *format != "der" && *format != "p7b") {
               return fail(Errc::invalid_input,

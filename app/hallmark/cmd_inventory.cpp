@@ -13,16 +13,6 @@ namespace hallmark::app {
 
 namespace {
 
-void with_database(const GlobalOptions& global, int& status,
-                   const std::function<Status(const PkiHome&, store::Store&)>& body) {
-  auto r = [&]() -> Status {
-    const auto home = HM_TRY(PkiHome::open(global.home));
-    auto db = HM_TRY(open_database(home, global.db));
-    return body(home, *db);
-  }();
-  if (!r) status = report(r.error());
-}
-
 Status write_json(const std::string& path, const nlohmann::json& doc) {
   return write_file_atomic(path, as_bytes(doc.dump(2) + "\n"), 0644);
 }
@@ -57,20 +47,22 @@ void add_inventory_commands(CLI::App& app, const GlobalOptions& global, int& sta
     cmd->add_option("--threads", *threads, "Verification threads (default: one per core)");
     cmd->callback(
         [&global, &status, files, format, signers, roots, intermediates, report_path, part_number, threads] {
-          with_database(global, status, [&](const PkiHome&, store::Store& s) -> Status {
-            inventory::ImportOptions options;
-            options.read.format = HM_TRY(inventory::parse_manifest_format(*format));
-            options.read.part_number = *part_number;
-            options.read.threads = *threads;
-            const auto trust = HM_TRY(inventory::load_manifest_trust(*signers, *roots, *intermediates));
-            const auto report = inventory::import_manifests(s, *files, trust, options);
-            fmt::print("{}", report.to_table());
-            if (!report_path->empty()) HM_TRY_VOID(write_json(*report_path, report.to_json()));
-            if (!report.ok())
-              return fail(Errc::invalid_input, "some files could not be imported (see above)");
-            if (report.rejected() > 0) status = 2;
-            return {};
-          });
+          with_database(global.home, global.db, status, SchemaPolicy::require_current,
+                        [&](const PkiHome&, store::Store& s) -> Status {
+                          inventory::ImportOptions options;
+                          options.read.format = HM_TRY(inventory::parse_manifest_format(*format));
+                          options.read.part_number = *part_number;
+                          options.read.threads = *threads;
+                          const auto trust =
+                              HM_TRY(inventory::load_manifest_trust(*signers, *roots, *intermediates));
+                          const auto report = inventory::import_manifests(s, *files, trust, options);
+                          fmt::print("{}", report.to_table());
+                          if (!report_path->empty()) HM_TRY_VOID(write_json(*report_path, report.to_json()));
+                          if (!report.ok())
+                            return fail(Errc::invalid_input, "some files could not be imported (see above)");
+                          if (report.rejected() > 0) status = 2;
+                          return {};
+                        });
         });
   }
 
@@ -95,20 +87,22 @@ void add_inventory_commands(CLI::App& app, const GlobalOptions& global, int& sta
     cmd->add_option("--station", *station, "Mounting station, recorded with the device");
     cmd->add_flag("--json", *json, "JSON output");
     cmd->callback([&global, &status, unique_ids, ukids, csv, alias, station, json] {
-      with_database(global, status, [&](const PkiHome&, store::Store& s) -> Status {
-        std::vector<inventory::MountRequest> requests;
-        if (!csv->empty()) requests = HM_TRY(inventory::load_mount_csv(*csv));
-        for (const auto& id : *unique_ids) requests.push_back({id, "", "", "", 0});
-        for (const auto& u : *ukids) requests.push_back({"", u, "", "", 0});
-        if (requests.empty()) return fail(Errc::invalid_input, "give --unique-id, --ukid or --from-csv");
-        inventory::MountOptions options;
-        options.alias = *alias;
-        options.station = *station;
-        const auto report = inventory::mount_devices(s, requests, options);
-        fmt::print("{}", *json ? report.to_json().dump(2) + "\n" : report.to_table());
-        if (!report.all_mounted()) status = 4;
-        return {};
-      });
+      with_database(global.home, global.db, status, SchemaPolicy::require_current,
+                    [&](const PkiHome&, store::Store& s) -> Status {
+                      std::vector<inventory::MountRequest> requests;
+                      if (!csv->empty()) requests = HM_TRY(inventory::load_mount_csv(*csv));
+                      for (const auto& id : *unique_ids) requests.push_back({id, "", "", "", 0});
+                      for (const auto& u : *ukids) requests.push_back({"", u, "", "", 0});
+                      if (requests.empty())
+                        return fail(Errc::invalid_input, "give --unique-id, --ukid or --from-csv");
+                      inventory::MountOptions options;
+                      options.alias = *alias;
+                      options.station = *station;
+                      const auto report = inventory::mount_devices(s, requests, options);
+                      fmt::print("{}", *json ? report.to_json().dump(2) + "\n" : report.to_table());
+                      if (!report.all_mounted()) status = 4;
+                      return {};
+                    });
     });
   }
   {
@@ -118,11 +112,13 @@ void add_inventory_commands(CLI::App& app, const GlobalOptions& global, int& sta
     cmd->add_option("device", *key, "Unique id, UKID or BC SHA-256 fingerprint")->required();
     cmd->add_flag("--json", *json, "JSON output");
     cmd->callback([&global, &status, key, json] {
-      with_database(global, status, [&](const PkiHome&, store::Store& s) -> Status {
-        const auto d = HM_TRY(inventory::find_device(s, *key));
-        fmt::print("{}", *json ? inventory::device_to_json(d).dump(2) + "\n" : inventory::describe_device(d));
-        return {};
-      });
+      with_database(global.home, global.db, status, SchemaPolicy::require_current,
+                    [&](const PkiHome&, store::Store& s) -> Status {
+                      const auto d = HM_TRY(inventory::find_device(s, *key));
+                      fmt::print("{}", *json ? inventory::device_to_json(d).dump(2) + "\n"
+                                             : inventory::describe_device(d));
+                      return {};
+                    });
     });
   }
   {
@@ -132,13 +128,14 @@ void add_inventory_commands(CLI::App& app, const GlobalOptions& global, int& sta
     cmd->add_option("device", *key, "Unique id, UKID or BC SHA-256 fingerprint")->required();
     cmd->add_option("--reason", *reason, "Why, for the audit log");
     cmd->callback([&global, &status, key, reason] {
-      with_database(global, status, [&](const PkiHome&, store::Store& s) -> Status {
-        inventory::RetireOptions options;
-        options.reason = *reason;
-        const auto d = HM_TRY(inventory::retire_device(s, *key, options));
-        fmt::print("Retired device {}\n", d.vendor_unique_id);
-        return {};
-      });
+      with_database(global.home, global.db, status, SchemaPolicy::require_current,
+                    [&](const PkiHome&, store::Store& s) -> Status {
+                      inventory::RetireOptions options;
+                      options.reason = *reason;
+                      const auto d = HM_TRY(inventory::retire_device(s, *key, options));
+                      fmt::print("Retired device {}\n", d.vendor_unique_id);
+                      return {};
+                    });
     });
   }
 }

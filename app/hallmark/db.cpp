@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "cli.hpp"
+
 namespace hallmark::app {
 namespace fs = std::filesystem;
 
@@ -55,6 +57,16 @@ Status register_ca(store::Store& db, const PkiHome& home, const CaRecord& ca) {
   record.external = ca.key_holder == KeyHolder::external;
   HM_TRY(db.add_ca(record));
   return {};
+}
+
+void with_database(const std::string& home_dir, const std::string& override_url, int& status,
+                   SchemaPolicy policy, const std::function<Status(const PkiHome&, store::Store&)>& body) {
+  auto r = [&]() -> Status {
+    const auto home = HM_TRY(PkiHome::open(home_dir));
+    auto db = HM_TRY(open_database(home, override_url, policy));
+    return body(home, *db);
+  }();
+  if (!r) status = report(r.error());
 }
 
 }  // namespace hallmark::app

@@ -1,5 +1,6 @@
 #pragma once
 // The home's database: URL resolution, opening with a schema check, and the store's copy of CAs.
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -21,5 +22,9 @@ enum class SchemaPolicy { require_current, migrate, any };
 // Records (or leaves in place, when already there) the CA in the store, which the RA and revocation
 // read. conflict when a different certificate is recorded under the same name.
 [[nodiscard]] Status register_ca(store::Store& store, const PkiHome& home, const CaRecord& ca);
+
+// Runs `body` with the open home and database; a failure is printed and becomes `status`.
+void with_database(const std::string& home_dir, const std::string& override_url, int& status,
+                   SchemaPolicy policy, const std::function<Status(const PkiHome&, store::Store&)>& body);
 
 }  // namespace hallmark::app

@@ -50,22 +50,6 @@ std::string quoted(std::string_view s) {
   return "'" + std::string(s) + "'";
 }
 
-bool is_dotted_oid(std::string_view s) {
-  if (s.empty() || s.front() == '.' || s.back() == '.') return false;
-  int arcs = 1;
-  char prev = '.';
-  for (char c : s) {
-    if (c == '.') {
-      if (prev == '.') return false;
-      ++arcs;
-    } else if (c < '0' || c > '9') {
-      return false;
-    }
-    prev = c;
-  }
-  return arcs >= 2;
-}
-
 bool is_url(std::string_view s) {
   auto colon = s.find("://");
   if (colon == std::string_view::npos || colon == 0 || colon + 3 >= s.size()) return false;
@@ -252,7 +236,7 @@ Status Reader::read_subject(const toml::table& doc, Profile& p) const {
     if (!type) return fail(path + ".type is required");
     if (!value) return fail(path + ".value is required");
     if (std::find(kSubjectTypes.begin(), kSubjectTypes.end(), *type) == kSubjectTypes.end() &&
-        !is_dotted_oid(*type)) {
+        !x509::is_dotted_oid(*type)) {
       return fail(path +
                   ".type must be one of CN, O, OU, C, L, ST, serialNumber, emailAddress, UID, DC or a " +
                   "dotted OID (got " + quoted(*type) + ")");
@@ -360,7 +344,7 @@ Status Reader::read_usages(const toml::table& doc, Profile& p) const {
           std::find_if(kEkuNames.begin(), kEkuNames.end(), [&](const auto& e) { return e.first == name; });
       if (it != kEkuNames.end()) {
         usage.oids.emplace_back(it->second);
-      } else if (is_dotted_oid(name)) {
+      } else if (x509::is_dotted_oid(name)) {
         usage.oids.push_back(name);
       } else {
         return fail(
@@ -512,7 +496,7 @@ Result<Profile> Reader::read(const toml::table& doc) const {
   HM_TRY_VOID(read_usages(doc, p));
 
   if (auto v = HM_TRY(string(doc, "hardware_module_name_type", "hardware_module_name_type"))) {
-    if (!is_dotted_oid(*v)) {
+    if (!x509::is_dotted_oid(*v)) {
       return fail("hardware_module_name_type must be a dotted OID like 1.3.6.1.4.1.55555.1.1 (got " +
                   quoted(*v) + ")");
     }
@@ -534,7 +518,7 @@ Result<Profile> Reader::read(const toml::table& doc) const {
 
   if (auto v = HM_TRY(strings(doc, "certificate_policies", "certificate_policies"))) {
     for (std::size_t i = 0; i < v->size(); ++i) {
-      if (!is_dotted_oid((*v)[i])) {
+      if (!x509::is_dotted_oid((*v)[i])) {
         return fail("certificate_policies[" + std::to_string(i) + "] must be a dotted OID (got " +
                     quoted((*v)[i]) + ")");
       }

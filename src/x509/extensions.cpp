@@ -37,22 +37,6 @@ bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && ::strncasecmp(a.data(), b.data(), a.size()) == 0;
 }
 
-bool is_dotted_oid(std::string_view s) {
-  if (s.empty() || s.front() == '.' || s.back() == '.') return false;
-  int dots = 0;
-  char prev = '.';
-  for (char c : s) {
-    if (c == '.') {
-      if (prev == '.') return false;
-      ++dots;
-    } else if (c < '0' || c > '9') {
-      return false;
-    }
-    prev = c;
-  }
-  return dots >= 1;
-}
-
 std::string upper_hex(ByteView b) {
   static constexpr char kDigits[] = "0123456789ABCDEF";
   std::string out;
@@ -353,4 +337,20 @@ std::optional<Bytes> authority_key_id_from(ExtStack* exts) {
 }
 
 }  // namespace detail
+bool is_dotted_oid(std::string_view s) noexcept {
+  if (s.empty() || s.front() == '.' || s.back() == '.') return false;
+  int dots = 0;
+  char prev = '.';
+  for (char c : s) {
+    if (c == '.') {
+      if (prev == '.') return false;
+      ++dots;
+    } else if (c < '0' || c > '9') {
+      return false;
+    }
+    prev = c;
+  }
+  return dots >= 1;
+}
+
 }  // namespace hallmark::x509

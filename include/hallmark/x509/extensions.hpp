@@ -17,6 +17,9 @@ inline constexpr const char* kOidServerAuth = "1.3.6.1.5.5.7.3.1";
 inline constexpr const char* kOidOcspSigning = "1.3.6.1.5.5.7.3.9";
 inline constexpr const char* kOidOcspNoCheck = "1.3.6.1.5.5.7.48.1.5";
 
+// "1.3.6.1.5.5.7.8.4": at least two arcs of digits, no empty arc.
+[[nodiscard]] bool is_dotted_oid(std::string_view s) noexcept;
+
 struct BasicConstraints {
   bool ca = false;
   std::optional<int> path_length;
