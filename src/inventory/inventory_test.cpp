@@ -790,7 +790,14 @@ long max_rss_kib() {
 
 TEST_F(Reel, ReaderMemoryStaysBoundedOnALargeManifest) {
   // 20,000 signed Lite entries with an 8 KiB pad each (~200 MB of JSON); only the reader runs.
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer's quarantine keeps freed memory resident: the bound is measured without it.
+  constexpr bool kMeasureMemory = false;
+  constexpr std::size_t kEntries = 2000;
+#else
+  constexpr bool kMeasureMemory = true;
   constexpr std::size_t kEntries = 20000;
+#endif
   json p = {{"version", 2},
             {"partNumber", "HM-LITE"},
             {"provisioningTimestamp", "2025-03-01T10:00:00Z"},
@@ -828,8 +835,10 @@ TEST_F(Reel, ReaderMemoryStaysBoundedOnALargeManifest) {
   std::printf(
       "[ reader   ] %zu entries, %ju MiB file: RSS grew by %ld MiB while reading (ru_maxrss +%ld MiB)\n",
       kEntries, static_cast<std::uintmax_t>(file_mib), grown_mib, peak_grown_mib);
-  EXPECT_LT(grown_mib, 64);
-  EXPECT_LT(peak_grown_mib, 64);
+  if (kMeasureMemory) {
+    EXPECT_LT(grown_mib, 64);
+    EXPECT_LT(peak_grown_mib, 64);
+  }
 }
 
 TEST_F(Reel, CallbackErrorStopsTheRead) {

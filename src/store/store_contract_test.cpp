@@ -895,7 +895,15 @@ long resident_kib() {
 TEST_P(StoreContract, StreamingImportOfAMillionDevicesStaysSmall) {
   // One transaction, 1,000 batches of 1,000 devices with a 1 KiB BC each (~1.3 GB if it were held);
   // the caller's memory must stay bounded by a batch. (PostgreSQL: a tenth, for the round trips.)
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer keeps freed memory in quarantine: resident size says nothing there, and a
+  // million devices take minutes. The transaction and counts are still checked on a smaller file.
+  constexpr bool kMeasureMemory = false;
+  const int batches = 20;
+#else
+  constexpr bool kMeasureMemory = true;
   const int batches = GetParam() == Backend::sqlite ? 1000 : 100;
+#endif
   const Bytes pad(1024, std::byte{0x5a});
   const long before = resident_kib();
   long highest = before;
@@ -923,7 +931,9 @@ TEST_P(StoreContract, StreamingImportOfAMillionDevicesStaysSmall) {
   EXPECT_EQ(done->inserted, batches * 1000);
   const long grown_mib = (highest - before) >> 10;
   std::printf("[ session  ] %d devices in one transaction: RSS grew by %ld MiB\n", batches * 1000, grown_mib);
-  EXPECT_LT(grown_mib, 200);
+  if (kMeasureMemory) {
+    EXPECT_LT(grown_mib, 200);
+  }
   EXPECT_EQ(store_->find_manifest("big")->inserted_count, batches * 1000);
 }
 
