@@ -7,16 +7,6 @@
 namespace hallmark::x509 {
 namespace {
 
-bool is_printable(std::string_view s) {
-  for (unsigned char c : s) {
-    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == ' ' ||
-                    c == '\'' || c == '(' || c == ')' || c == '+' || c == ',' || c == '-' || c == '.' ||
-                    c == '/' || c == ':' || c == '=' || c == '?';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 detail::ExtensionStackPtr requested_extensions(const X509_REQ* req) {
   detail::ExtensionStackPtr exts(X509_REQ_get_extensions(const_cast<X509_REQ*>(req)));
   if (!exts) ERR_clear_error();
@@ -135,7 +125,7 @@ Result<Csr> make_csr(const Name& subject, const crypto::Signer& signer, const Cs
   if (options.challenge_password) {
     const auto pw = options.challenge_password->reveal();
     if (pw.empty()) return fail(Errc::invalid_input, "CSR: empty challengePassword");
-    const int type = is_printable(pw) ? V_ASN1_PRINTABLESTRING : V_ASN1_UTF8STRING;
+    const int type = detail::is_printable(pw) ? V_ASN1_PRINTABLESTRING : V_ASN1_UTF8STRING;
     if (X509_REQ_add1_attr_by_NID(req.get(), NID_pkcs9_challengePassword, type,
                                   reinterpret_cast<const unsigned char*>(pw.data()),
                                   static_cast<int>(pw.size())) != 1) {

@@ -112,4 +112,15 @@ template <class T, class F>
   return out;
 }
 
+// Fits the PrintableString alphabet (X.680): such values are encoded as PrintableString.
+inline bool is_printable(std::string_view s) {
+  for (unsigned char c : s) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == ' ' ||
+                    c == '\'' || c == '(' || c == ')' || c == '+' || c == ',' || c == '-' || c == '.' ||
+                    c == '/' || c == ':' || c == '=' || c == '?';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 }  // namespace hallmark::x509::detail

@@ -7,16 +7,6 @@
 namespace hallmark::x509 {
 namespace {
 
-bool is_printable(std::string_view s) {
-  for (unsigned char c : s) {
-    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == ' ' ||
-                    c == '\'' || c == '(' || c == ')' || c == '+' || c == ',' || c == '-' || c == '.' ||
-                    c == '/' || c == ':' || c == '=' || c == '?';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 bool is_ia5(std::string_view s) {
   for (unsigned char c : s) {
     if (c > 0x7f) return false;
@@ -164,7 +154,7 @@ Result<Name> Name::make(const std::vector<NameAttribute>& attributes) {
     int type = V_ASN1_UTF8STRING;
     if (nid == NID_countryName || nid == NID_serialNumber) {
       // X.520 requires PrintableString for these two.
-      if (!is_printable(a.value)) {
+      if (!detail::is_printable(a.value)) {
         return fail(Errc::invalid_input, "name: " + a.type + " must be a PrintableString: " + a.value);
       }
       if (nid == NID_countryName && a.value.size() != 2) {
@@ -176,7 +166,7 @@ Result<Name> Name::make(const std::vector<NameAttribute>& attributes) {
       if (!is_ia5(a.value))
         return fail(Errc::invalid_input, "name: " + a.type + " must be ASCII: " + a.value);
       type = V_ASN1_IA5STRING;
-    } else if (is_printable(a.value)) {
+    } else if (detail::is_printable(a.value)) {
       type = V_ASN1_PRINTABLESTRING;
     } else if (!is_utf8(a.value)) {
       return fail(Errc::invalid_input, "name: value of " + a.type + " is not UTF-8");
