@@ -393,6 +393,18 @@ TEST(CliFactory, VendorReelsImportMountAndAudit) {
   EXPECT_NE(r.output.find("\"state\": \"mounted\""), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("line-7"), std::string::npos) << r.output;
 
+  r = oem("device list --state mounted --reel R1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find(unique_id), std::string::npos) << r.output;
+  r = oem("device list --state received --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find(unique_id), std::string::npos) << r.output;  // mounted, so not listed
+  EXPECT_NE(r.output.find("\"state\": \"received\""), std::string::npos) << r.output;
+  r = oem("device list --state lost");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = oem("device list --reel NO-SUCH-REEL");
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+
   r = oem("db check");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("chain intact"), std::string::npos) << r.output;

@@ -106,6 +106,41 @@ void add_inventory_commands(CLI::App& app, const GlobalOptions& global, int& sta
     });
   }
   {
+    auto* cmd = device->add_subcommand("list", "List devices, filtered by state, reel and part number");
+    auto state = std::make_shared<std::string>();
+    auto reel = std::make_shared<std::string>();
+    auto part = std::make_shared<std::string>();
+    auto limit = std::make_shared<std::int64_t>(1000);
+    auto after = std::make_shared<std::int64_t>(0);
+    auto json = std::make_shared<bool>(false);
+    cmd->add_option("--state", *state, "received, mounted, enrolled or retired");
+    cmd->add_option("--reel", *reel, "Reel name, manifest id or the manifest file's SHA-256");
+    cmd->add_option("--part-number", *part, "Part number");
+    cmd->add_option("--limit", *limit, "At most this many")->capture_default_str();
+    cmd->add_option("--after", *after, "Only devices with an id greater than this (paging)");
+    cmd->add_flag("--json", *json, "JSON output");
+    cmd->callback([&global, &status, state, reel, part, limit, after, json] {
+      with_database(global.home, global.db, status, SchemaPolicy::require_current,
+                    [&](const PkiHome&, store::Store& s) -> Status {
+                      inventory::DeviceFilter filter;
+                      if (!state->empty()) filter.state = HM_TRY(store::parse_device_state(*state));
+                      if (!reel->empty()) filter.manifest_id = HM_TRY(inventory::find_reel(s, *reel)).id;
+                      if (!part->empty()) filter.part_number = *part;
+                      filter.limit = *limit;
+                      filter.after_id = *after;
+                      const auto devices = HM_TRY(inventory::list_devices(s, filter));
+                      if (*json) {
+                        auto out = nlohmann::json::array();
+                        for (const auto& d : devices) out.push_back(inventory::device_to_json(d));
+                        fmt::print("{}\n", out.dump(2));
+                      } else {
+                        fmt::print("{}", inventory::devices_table(devices));
+                      }
+                      return {};
+                    });
+    });
+  }
+  {
     auto* cmd = device->add_subcommand("show", "Show one device (unique id, UKID or BC fingerprint)");
     auto key = std::make_shared<std::string>();
     auto json = std::make_shared<bool>(false);
