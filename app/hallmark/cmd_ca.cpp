@@ -11,14 +11,6 @@ namespace hallmark::app {
 
 namespace {
 
-Status write_output(const std::string& path, std::string_view text) {
-  if (path.empty() || path == "-") {
-    fmt::print("{}", text);
-    return {};
-  }
-  return write_file_atomic(path, as_bytes(text), 0644);
-}
-
 Status ca_list(const PkiHome& home) {
   std::vector<std::vector<std::string>> rows{
       {"NAME", "ROLE", "PARENT", "KEY", "STATUS", "KEY TYPE", "NOT AFTER", "SUBJECT"}};
@@ -116,7 +108,7 @@ void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& status) {
             HM_TRY(h.sign_subca(name->empty() ? "vendor-" + *role : *name, *role, *parent, *csr, clock));
         std::string pem;
         for (const auto& c : HM_TRY(h.chain_of(rec.name))) pem += c.to_pem();
-        HM_TRY_VOID(write_output(*out, pem));
+        HM_TRY_VOID(write_output(*out, as_bytes(pem)));
         fmt::print(stderr, "Signed sub-CA {} ({}) under {}: {}\n", rec.name, rec.role, rec.parent,
                    summary(rec.certificate));
         return {};
@@ -133,7 +125,7 @@ void add_ca_commands(CLI::App& app, const GlobalOptions& global, int& status) {
       run([&](const PkiHome& h) -> Status {
         std::string pem;
         for (const auto& c : HM_TRY(h.chain_of(*name))) pem += c.to_pem();
-        return write_output(*out, pem);
+        return write_output(*out, as_bytes(pem));
       });
     });
   }

@@ -79,11 +79,7 @@ void add_cert_commands(CLI::App& app, const GlobalOptions& global, int& status) 
         if (*chain) {
           for (const auto& c : HM_TRY(home.chain_of(ca.name))) pem += c.to_pem();
         }
-        if (out->empty() || *out == "-") {
-          fmt::print("{}", pem);
-        } else {
-          HM_TRY_VOID(write_file_atomic(*out, as_bytes(pem), 0644));
-        }
+        HM_TRY_VOID(write_output(*out, as_bytes(pem)));
         fmt::print(stderr, "Issued {} serial {} by CA {}\n", issued.subject().to_string(),
                    issued.serial_hex(), ca.name);
         return {};

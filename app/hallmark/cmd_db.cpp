@@ -221,11 +221,7 @@ void add_db_commands(CLI::App& app, const GlobalOptions& global, int& status) {
               for (const auto& c : certs) pem += c.to_pem();
               bytes = to_bytes(pem);
             }
-            if (out->empty() || *out == "-") {
-              std::fwrite(bytes.data(), 1, bytes.size(), stdout);
-              return {};
-            }
-            return write_file_atomic(*out, bytes, 0644);
+            return write_output(*out, bytes);
           });
     });
   }

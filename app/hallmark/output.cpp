@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <functional>
 #include <map>
 
@@ -33,6 +34,14 @@ std::string date_or_never(Seconds t) {
 std::string summary(const x509::Certificate& cert) {
   return fmt::format("{} ({}, until {})", cert.subject().to_string(), cert.public_key().info().describe(),
                      date_or_never(cert.not_after()));
+}
+
+Status write_output(const std::string& path, ByteView content) {
+  if (path.empty() || path == "-") {
+    std::fwrite(content.data(), 1, content.size(), stdout);
+    return {};
+  }
+  return write_file_atomic(path, content, 0644);
 }
 
 Status print_home_tree(const PkiHome& home) {

@@ -119,6 +119,18 @@ struct Figures {
   double issuance;
 };
 
+// One durable issuance per call, for the next unused end entity of the fixture.
+std::function<bool(std::int64_t)> issuance_op_for(Store& store, const Fixture& f, const Bytes& der,
+                                                  std::atomic<std::int64_t>& next_user) {
+  return [&store, &f, &der, &next_user](std::int64_t) {
+    const auto u = next_user++;
+    if (u >= f.count) return false;
+    auto r = store.record_issuance(issuance(f.users[static_cast<std::size_t>(u)], u, der));
+    if (!r) std::fprintf(stderr, "issuance: %s\n", r.error().detail.c_str());
+    return r.has_value();
+  };
+}
+
 void print(const Figures& f) {
   std::printf("%-10s callers=%-2d  baseline_insert=%9.0f/s  issuance=%9.0f/s  ratio=%.2fx\n",
               f.backend.c_str(), f.callers, f.baseline, f.issuance,
@@ -164,13 +176,7 @@ std::vector<Figures> bench_sqlite(const std::string& dir) {
     return rc == SQLITE_DONE;
   };
   std::atomic<std::int64_t> next_user{0};
-  auto issuance_op = [&](std::int64_t) {
-    const auto u = next_user++;
-    if (u >= f.count) return false;
-    auto r = store->record_issuance(issuance(f.users[static_cast<std::size_t>(u)], u, der));
-    if (!r) std::fprintf(stderr, "issuance: %s\n", r.error().detail.c_str());
-    return r.has_value();
-  };
+  const auto issuance_op = issuance_op_for(*store, f, der, next_user);
 
   std::vector<Figures> out;
   std::int64_t b_base = 0;
@@ -241,13 +247,7 @@ std::vector<Figures> bench_postgres(const std::string& url) {
     return ok;
   };
   std::atomic<std::int64_t> next_user{0};
-  auto issuance_op = [&](std::int64_t) {
-    const auto u = next_user++;
-    if (u >= f.count) return false;
-    auto r = store->record_issuance(issuance(f.users[static_cast<std::size_t>(u)], u, der));
-    if (!r) std::fprintf(stderr, "issuance: %s\n", r.error().detail.c_str());
-    return r.has_value();
-  };
+  const auto issuance_op = issuance_op_for(*store, f, der, next_user);
 
   std::vector<Figures> out;
   std::int64_t b_base = 0;
