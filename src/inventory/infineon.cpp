@@ -10,8 +10,8 @@
 #include <map>
 #include <memory>
 
+#include "hallmark/crypto/digest.hpp"
 #include "readers.hpp"
-#include "sha256_stream.hpp"
 
 namespace hallmark::inventory::detail {
 
@@ -184,7 +184,7 @@ Result<ManifestSummary> read_infineon_bundle(const std::string& path, const Mani
   summary.format = ManifestFormat::infineon;
   summary.signer = "none (Infineon bundles are not signed)";
   summary.reel = reel_from_name(path);
-  Sha256Stream hasher;
+  crypto::Sha256 hasher;
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
     // The directory's digest: "<name>\n<sha256 of content>\n" for every regular file, in name order.
@@ -197,9 +197,9 @@ Result<ManifestSummary> read_infineon_bundle(const std::string& path, const Mani
     for (const auto& f : files) {
       const std::string name = f.filename().string();
       const Bytes data = HM_TRY(read_file(f.string()));
-      Sha256Stream one;
+      crypto::Sha256 one;
       one.update(data);
-      const std::string line = name + "\n" + one.finish_hex() + "\n";
+      const std::string line = name + "\n" + to_hex(one.finish()) + "\n";
       hasher.update(as_bytes(line));
       if (ends_with_ci(name, ".pem")) {
         if (data.size() > kMaxPem) {
@@ -224,7 +224,7 @@ Result<ManifestSummary> read_infineon_bundle(const std::string& path, const Mani
     }
     HM_TRY_VOID(walk_archive(a.get(), path, bundle, 0));
   }
-  summary.sha256 = hasher.finish_hex();
+  summary.sha256 = to_hex(hasher.finish());
   summary.notes = std::move(bundle.notes);
   const bool verify = !trust.vendor_roots().empty();
   if (!verify)

@@ -29,7 +29,7 @@ std::unexpected<Error> unexpected_byte(int c, std::uint64_t at, std::string_view
 
 }  // namespace
 
-Result<JsonArraySplitter> JsonArraySplitter::open(const std::string& path, Sha256Stream* hasher) {
+Result<JsonArraySplitter> JsonArraySplitter::open(const std::string& path, crypto::Sha256* hasher) {
   JsonArraySplitter s;
   s.file_.reset(std::fopen(path.c_str(), "rb"));
   if (!s.file_) return fail(Errc::invalid_input, "cannot open " + path + ": " + std::strerror(errno));

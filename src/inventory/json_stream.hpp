@@ -9,7 +9,7 @@
 #include <string>
 
 #include "hallmark/core/result.hpp"
-#include "sha256_stream.hpp"
+#include "hallmark/crypto/digest.hpp"
 
 namespace hallmark::inventory::detail {
 
@@ -24,7 +24,7 @@ class JsonArraySplitter final {
   static constexpr std::size_t kMaxElement = 16 << 20;
 
   // `hasher` (optional) sees every byte of the file, for the manifest's SHA-256.
-  [[nodiscard]] static Result<JsonArraySplitter> open(const std::string& path, Sha256Stream* hasher);
+  [[nodiscard]] static Result<JsonArraySplitter> open(const std::string& path, crypto::Sha256* hasher);
 
   // The next element, nullopt after the closing ']' (and only whitespace after it). A framing
   // error (truncation, bytes between elements, not an array) is invalid_input naming the byte.
@@ -44,7 +44,7 @@ class JsonArraySplitter final {
     void operator()(std::FILE* f) const noexcept { std::fclose(f); }
   };
   std::unique_ptr<std::FILE, FileCloser> file_;
-  Sha256Stream* hasher_ = nullptr;
+  crypto::Sha256* hasher_ = nullptr;
   std::unique_ptr<char[]> buffer_;
   std::size_t pos_ = 0;
   std::size_t end_ = 0;

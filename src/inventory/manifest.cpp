@@ -7,7 +7,6 @@
 #include <set>
 #include <unordered_map>
 
-#include "der_walk.hpp"
 #include "hallmark/crypto/digest.hpp"
 #include "hallmark/crypto/jws.hpp"
 #include "readers.hpp"
@@ -143,12 +142,7 @@ void derive_bc_fields(ManifestEntry& entry) {
   entry.bc_sha256 = entry.bc->fingerprint_sha256_hex();
   // Option 3's UKID is the vendor-injected secret, never derived from the key.
   if (entry.ukid_secret_digest) return;
-  // The SPKI's own bytes (cheaper than re-encoding the decoded key; identical for DER).
-  if (const auto spki = certificate_spki(entry.bc->to_der())) {
-    entry.ukid = crypto::sha256_hex(*spki);
-  } else {
-    entry.ukid = entry.bc->public_key().sha256_hex();
-  }
+  entry.ukid = crypto::sha256_hex(entry.bc->spki_der());
 }
 
 }  // namespace detail
@@ -206,9 +200,7 @@ Result<Bytes> jwk_p256_spki(const nlohmann::json& jwk) {
 // that encodes its point otherwise (compressed) is compared as keys.
 Status check_jwk_matches(const nlohmann::json& jwk, const x509::Certificate& cert) {
   const Bytes spki = HM_TRY(jwk_p256_spki(jwk));
-  if (const auto cert_spki = detail::certificate_spki(cert.to_der())) {
-    if (std::ranges::equal(*cert_spki, spki)) return {};
-  }
+  if (cert.spki_der() == spki) return {};
   auto key = crypto::PublicKey::parse_der(spki);
   if (!key) return fail(Errc::invalid_input, "JWK is not a valid P-256 point");
   if (!(*key == cert.public_key())) return fail(Errc::invalid_input, "JWK does not match certificate key");
@@ -232,7 +224,8 @@ bool is_hex(std::string_view s) {
 
 // Checks one publicKeySet key that carries an x5c chain; returns the leaf certificate.
 Result<x509::Certificate> check_keyed_certificate(const nlohmann::json& key, const std::string& kid,
-                                                  const ManifestTrust& trust, Seconds at) {
+                                                  const ManifestTrust& trust, Seconds at,
+                                                  x509::PathCache* paths) {
   const auto* x5c = member(key, "x5c");
   if (x5c == nullptr || !x5c->is_array() || x5c->empty()) {
     return fail(Errc::invalid_input, "key " + kid + " has no x5c certificate chain");
@@ -261,7 +254,13 @@ Result<x509::Certificate> check_keyed_certificate(const nlohmann::json& key, con
   }
   std::vector<x509::Certificate> intermediates(chain.begin() + 1, chain.end());
   intermediates.insert(intermediates.end(), trust.intermediates().begin(), trust.intermediates().end());
-  if (auto path = trust.vendor_roots().verify(chain.front(), intermediates, at); !path) {
+  Status path;
+  if (paths != nullptr) {
+    path = paths->verify(chain.front(), intermediates, at);
+  } else if (auto full = trust.vendor_roots().verify(chain.front(), intermediates, at); !full) {
+    path = std::unexpected(full.error());
+  }
+  if (!path) {
     return fail(Errc::invalid_input,
                 "x5c chain does not verify to a vendor root: " + detail::chain_failure(path.error().detail));
   }
@@ -272,7 +271,7 @@ Result<x509::Certificate> check_keyed_certificate(const nlohmann::json& key, con
 }  // namespace
 
 ManifestEntry verify_jws_entry(std::string_view element_json, std::size_t index, const ManifestTrust& trust,
-                               ManifestFormat expected) {
+                               ManifestFormat expected, x509::PathCache* paths) {
   ManifestEntry entry;
   entry.index = index;
   entry.format = expected == ManifestFormat::hallmark ? ManifestFormat::hallmark : ManifestFormat::microchip;
@@ -381,7 +380,7 @@ ManifestEntry verify_jws_entry(std::string_view element_json, std::size_t index,
   for (const auto& key : *keys) {
     const auto key_id = string_member(key, "kid");
     if (member(key, "x5c") == nullptr && key_id != "0") continue;
-    auto cert = check_keyed_certificate(key, key_id.value_or("?"), trust, *at);
+    auto cert = check_keyed_certificate(key, key_id.value_or("?"), trust, *at, paths);
     if (!cert) return reject(cert.error().detail);
     if (key_id == "0") entry.bc = std::move(*cert);
   }

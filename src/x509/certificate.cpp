@@ -132,6 +132,11 @@ crypto::PublicKey Certificate::public_key() const {
   return crypto::PublicKey::adopt(key, detail::i2d_bytes(X509_get_X509_PUBKEY(x509_.get()), i2d_X509_PUBKEY));
 }
 
+Bytes Certificate::spki_der() const {
+  // Encodes the algorithm and the key's bit string as parsed: no key encoder involved.
+  return detail::i2d_bytes(X509_get_X509_PUBKEY(x509_.get()), i2d_X509_PUBKEY);
+}
+
 std::string Certificate::fingerprint_sha256_hex() const {
   return crypto::sha256_hex(*der_);
 }
@@ -355,7 +360,11 @@ Result<std::vector<Certificate>> TrustStore::verify(const Certificate& leaf,
   }
   X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(ctx.get());
   X509_VERIFY_PARAM_set_time(param, static_cast<time_t>(at.time_since_epoch().count()));
-  X509_VERIFY_PARAM_clear_flags(param, X509_V_FLAG_PARTIAL_CHAIN);
+  if (partial_chain_) {
+    X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN);
+  } else {
+    X509_VERIFY_PARAM_clear_flags(param, X509_V_FLAG_PARTIAL_CHAIN);
+  }
   if (X509_verify_cert(ctx.get()) != 1) {
     const int err = X509_STORE_CTX_get_error(ctx.get());
     const X509* failed = X509_STORE_CTX_get_current_cert(ctx.get());
@@ -391,6 +400,41 @@ Result<std::vector<Certificate>> TrustStore::verify(const Certificate& leaf,
     }
   }
   return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Status PathCache::verify(const Certificate& leaf, const std::vector<Certificate>& intermediates, Seconds at) {
+  std::string key;
+  for (const auto& c : intermediates) key.append(as_chars(c.to_der()));
+  if (const auto it = paths_.find(key); it != paths_.end()) {
+    const Path& p = it->second;
+    if (p.eligible && at >= p.valid_from && at <= p.valid_until && p.issuer.verify(leaf, {}, at)) {
+      ++fast_;
+      return {};
+    }
+  }
+  const auto path = HM_TRY(roots_.verify(leaf, intermediates, at));
+  if (paths_.size() >= 64) paths_.clear();
+  Path& p = paths_[std::move(key)];
+  p = Path{};
+  p.valid_from = Seconds::min();
+  p.valid_until = Seconds::max();
+  p.eligible = path.size() >= 2;
+  for (std::size_t i = 1; i < path.size(); ++i) {
+    const X509* x = path[i].native();
+    // Constraints a CA places on the names and policies of everything below it.
+    for (const int nid : {NID_name_constraints, NID_policy_constraints, NID_inhibit_any_policy}) {
+      if (X509_get_ext_by_NID(x, nid, -1) >= 0) p.eligible = false;
+    }
+    p.valid_from = std::max(p.valid_from, path[i].not_before());
+    p.valid_until = std::min(p.valid_until, path[i].not_after());
+  }
+  if (p.eligible) {
+    p.issuer.partial_chain_ = true;
+    p.issuer.add_anchor(path[1]);
+  }
+  return {};
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -820,6 +820,105 @@ TEST(Crl, SignedWithReasonsAndOpensslRejectsTheRevokedCertificate) {
   EXPECT_EQ(ok.output, dir / "good.pem" + ": OK\n");
 }
 
+TEST(PathCache, LaterLeavesUnderTheSameIssuerTakeTheShortPathAndFailuresKeepTheirReason) {
+  TestPki pki;
+  TrustStore roots;
+  roots.add_anchor(pki.root);
+  PathCache cache(roots);
+  auto leaf = [&](Seconds not_before) {
+    auto t = pki.idc_template(make_signer()->public_key());
+    t.not_before = not_before;
+    return make_certificate(t, pki.sub, *pki.sub_signer).value();
+  };
+  const auto t = now();
+  ASSERT_TRUE(cache.verify(leaf(t - 5min), {pki.sub}, t));
+  EXPECT_EQ(cache.fast_verifications(), 0u);
+  ASSERT_TRUE(cache.verify(leaf(t - 5min), {pki.sub}, t));
+  ASSERT_TRUE(cache.verify(leaf(t - 5min), {pki.sub}, t));
+  EXPECT_EQ(cache.fast_verifications(), 2u);
+
+  // A leaf from a look-alike CA (same name, another key) listed with the real intermediate: refused,
+  // with the reason the full verification gives.
+  auto twin_signer = make_signer();
+  CertificateTemplate twin_t;
+  twin_t.subject = pki.sub.subject();
+  twin_t.public_key = twin_signer->public_key();
+  twin_t.serial = make_serial();
+  twin_t.not_before = t - 1h;
+  twin_t.not_after = t + 24h;
+  twin_t.basic_constraints = BasicConstraints{true, 0, true};
+  twin_t.key_usage = KeyUsage{kKeyCertSign | kCrlSign, true};
+  const auto twin = make_certificate(twin_t, pki.root, *pki.root_signer).value();
+  const auto forged =
+      make_certificate(pki.idc_template(make_signer()->public_key()), twin, *twin_signer).value();
+  const auto full = roots.verify(forged, {pki.sub}, t);
+  ASSERT_FALSE(full);
+  const auto cached = cache.verify(forged, {pki.sub}, t);
+  ASSERT_FALSE(cached);
+  EXPECT_EQ(cached.error().detail, full.error().detail);
+
+  // An instant where the issuer and the leaf are valid but the root is not yet: the remembered
+  // window sends it down the full path, which refuses it.
+  CertificateTemplate early_t;
+  early_t.subject = Name::make({{"O", "Example OEM"}, {"CN", "Early CA"}}).value();
+  auto early_signer = make_signer();
+  early_t.public_key = early_signer->public_key();
+  early_t.serial = make_serial();
+  early_t.not_before = t - 48h;
+  early_t.not_after = t + 24h;
+  early_t.basic_constraints = BasicConstraints{true, 0, true};
+  early_t.key_usage = KeyUsage{kKeyCertSign | kCrlSign, true};
+  const auto early = make_certificate(early_t, pki.root, *pki.root_signer).value();
+  auto early_leaf = [&] {
+    auto lt = pki.idc_template(make_signer()->public_key());
+    lt.not_before = t - 47h;
+    return make_certificate(lt, early, *early_signer).value();
+  };
+  ASSERT_TRUE(cache.verify(early_leaf(), {early}, t));
+  const auto before_root = t - 24h;
+  const auto refused = cache.verify(early_leaf(), {early}, before_root);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().detail, roots.verify(early_leaf(), {early}, before_root).error().detail);
+  EXPECT_NE(refused.error().detail.find("not yet valid"), std::string::npos) << refused.error().detail;
+}
+
+TEST(PathCache, NameConstraintsAboveTheIssuerAreNeverSkipped) {
+  // Built by the openssl CLI: a root that permits only DNS names under example.com, a CA below it.
+  TempDir dir("hallmark-pathcache");
+  const auto sh = [&](const std::string& cmd) {
+    const auto r = run("cd " + shell_quote(dir.path().string()) + " && " + cmd);
+    ASSERT_EQ(r.exit_code, 0) << cmd << "\n" << r.output;
+  };
+  sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout root.key -out root.pem "
+     "-days 30 -subj /CN=Constrained-Root -addext basicConstraints=critical,CA:true "
+     "-addext keyUsage=critical,keyCertSign,cRLSign "
+     "-addext nameConstraints=critical,permitted\\;DNS:example.com 2>&1");
+  sh("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.csr "
+     "-subj /CN=Issuing-CA 2>&1");
+  sh("printf 'basicConstraints=critical,CA:true\\nkeyUsage=critical,keyCertSign\\n' > ca.ext && "
+     "openssl x509 -req -in ca.csr -CA root.pem -CAkey root.key -CAcreateserial -days 30 -extfile ca.ext "
+     "-out ca.pem 2>&1");
+  for (const std::string name : {"good", "bad"}) {
+    sh("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " + name + ".key -out " +
+       name + ".csr -subj /CN=" + name + " 2>&1");
+    sh("printf 'subjectAltName=DNS:" + std::string(name == "good" ? "a.example.com" : "a.example.org") +
+       "\\n' > " + name + ".ext && openssl x509 -req -in " + name +
+       ".csr -CA ca.pem -CAkey ca.key "
+       "-CAcreateserial -days 30 -extfile " +
+       name + ".ext -out " + name + ".pem 2>&1");
+  }
+  const auto root = Certificate::load(dir / "root.pem").value();
+  const auto ca = Certificate::load(dir / "ca.pem").value();
+  TrustStore roots;
+  roots.add_anchor(root);
+  PathCache cache(roots);
+  ASSERT_TRUE(cache.verify(Certificate::load(dir / "good.pem").value(), {ca}, now()));
+  const auto bad = cache.verify(Certificate::load(dir / "bad.pem").value(), {ca}, now());
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().detail.find("permitted subtree violation"), std::string::npos) << bad.error().detail;
+  EXPECT_EQ(cache.fast_verifications(), 0u);
+}
+
 TEST(Crl, ManyEntriesAreSortedAndKeepTheirReasons) {
   // Correctness at size; the speed of a 1,000,000-entry CRL is measured in bench/, not here.
   const std::size_t n = 20000;

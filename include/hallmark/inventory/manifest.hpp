@@ -120,8 +120,11 @@ using EntryCallback = std::function<Status(ManifestEntry&&)>;
                                                     const ReadOptions& options,
                                                     const EntryCallback& on_entry);
 
-// Verifies one JWS entry (a JSON object's text) as read_manifest does; for tests and tools.
+// Verifies one JWS entry (a JSON object's text) as read_manifest does; for tests and tools. `paths`,
+// when given, must be built on trust.vendor_roots(): it remembers the x5c intermediates' path to a
+// vendor root across the entries of a reel (one per thread).
 [[nodiscard]] ManifestEntry verify_jws_entry(std::string_view element_json, std::size_t index,
-                                             const ManifestTrust& trust, ManifestFormat expected);
+                                             const ManifestTrust& trust, ManifestFormat expected,
+                                             x509::PathCache* paths = nullptr);
 
 }  // namespace hallmark::inventory

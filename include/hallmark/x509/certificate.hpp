@@ -1,4 +1,5 @@
 #pragma once
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,6 +44,8 @@ class Certificate {
   [[nodiscard]] Seconds not_after() const;
   [[nodiscard]] bool has_no_expiry() const { return not_after() == kNoExpiry; }
   [[nodiscard]] crypto::PublicKey public_key() const;
+  // The SubjectPublicKeyInfo DER exactly as the certificate carries it (the UKID is its SHA-256).
+  [[nodiscard]] Bytes spki_der() const;
   [[nodiscard]] std::string fingerprint_sha256_hex() const;  // over the DER
   [[nodiscard]] std::string signature_algorithm() const;     // "ecdsa-with-SHA256"
 
@@ -93,9 +96,37 @@ class TrustStore {
                                                         Seconds at) const;
 
  private:
+  friend class PathCache;
+  bool partial_chain_ = false;  // an anchor may be an intermediate (PathCache only)
   std::vector<Certificate> anchors_;
   // Built once and reused by every verify (thread-safe for concurrent verification).
   std::shared_ptr<X509_STORE> store_;
+};
+
+// Verifies many leaves issued under the same intermediates (a reel's batch CA) as TrustStore::verify
+// does, for the price of the leaf's own signature. The first leaf under a given set of intermediates
+// is verified in full; the path it found above the leaf is remembered (its issuer, and the instants at
+// which every certificate above is valid). Later leaves under the same intermediates are verified with
+// that issuer as a partial-chain anchor at their own instant, when the instant lies in the remembered
+// window and nothing above the issuer constrains names or policies (which would reach the leaf); any
+// other case, and any failure (for the exact reason), takes the full path. One per thread.
+class PathCache {
+ public:
+  explicit PathCache(const TrustStore& roots) : roots_(roots) {}
+  [[nodiscard]] Status verify(const Certificate& leaf, const std::vector<Certificate>& intermediates,
+                              Seconds at);
+  [[nodiscard]] std::size_t fast_verifications() const { return fast_; }
+
+ private:
+  struct Path {
+    bool eligible = false;
+    Seconds valid_from{};
+    Seconds valid_until{};
+    TrustStore issuer;  // partial chain: the leaf's issuer as anchor
+  };
+  const TrustStore& roots_;
+  std::map<std::string, Path, std::less<>> paths_;  // key: the intermediates' DER, concatenated
+  std::size_t fast_ = 0;
 };
 
 // PKCS#7 SignedData "certs-only" (RFC 7030 §4.1.3): encode and decode.
