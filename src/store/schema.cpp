@@ -154,6 +154,20 @@ ALTER TABLE manifests ADD COLUMN reel TEXT;
 CREATE UNIQUE INDEX manifests_reel ON manifests (reel);
 )sql";
 
+// Version 3: the latest CRL of each CA, written by the node holding the "crl" lease and served by
+// every node; the index lists a CA's revoked certificates for its CRL without reading the others, and
+// covers what a CRL entry needs (serial, time, reason), so the rows with their DER are never read.
+constexpr std::string_view kV3 = R"sql(
+CREATE TABLE crls (
+  ca_name TEXT PRIMARY KEY,
+  crl_number BIGINT NOT NULL,
+  this_update BIGINT NOT NULL,
+  next_update BIGINT NOT NULL,
+  der {BLOB} NOT NULL
+);
+CREATE INDEX certificates_revocations ON certificates (issuer_ca, status, id, serial, revoked_at, reason);
+)sql";
+
 std::string render(std::string_view ddl, sql::Dialect d) {
   const bool pg = d == sql::Dialect::postgres;
   const std::pair<std::string_view, std::string_view> subs[] = {
@@ -178,6 +192,7 @@ std::vector<Migration> migrations(sql::Dialect dialect) {
        render(kV1, dialect)},
       {2, "Lite devices (nullable BC), manifest reel names, device list indexes",
        render(dialect == sql::Dialect::postgres ? kV2Postgres : kV2Sqlite, dialect)},
+      {3, "latest CRL per CA, index of revoked certificates per CA", render(kV3, dialect)},
   };
 }
 

@@ -348,6 +348,51 @@ Result<std::int64_t> SqlStore::next_crl_number(std::string_view name) {
   return number;
 }
 
+Status SqlStore::put_crl(const CrlRecord& crl) {
+  if (crl.ca_name.empty() || crl.der.empty()) return fail(Errc::invalid_input, "CRL without CA name or DER");
+  return write([&](WriteTx& tx) -> Status {
+    // Only a higher number replaces the stored CRL: two leaders in a row never step back.
+    auto rows = HM_TRY(tx.conn().query(
+        "INSERT INTO crls (ca_name, crl_number, this_update, next_update, der) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (ca_name) DO UPDATE SET crl_number = excluded.crl_number, this_update = "
+        "excluded.this_update, next_update = excluded.next_update, der = excluded.der "
+        "WHERE crls.crl_number < excluded.crl_number RETURNING crl_number",
+        {crl.ca_name, crl.crl_number, sql::secs(crl.this_update), sql::secs(crl.next_update),
+         ByteView(crl.der)}));
+    if (rows.empty()) {
+      return fail(Errc::conflict, "a CRL numbered " + std::to_string(crl.crl_number) + " or higher of CA " +
+                                      crl.ca_name + " is stored");
+    }
+    return {};
+  });
+}
+
+Result<CrlRecord> SqlStore::find_crl(std::string_view ca_name) {
+  Result<CrlRecord> out = fail(Errc::internal, "unset");
+  HM_TRY_VOID(read([&](sql::Connection& db) -> Status {
+    out = first_or_not_found(
+        db.query("SELECT ca_name, crl_number, this_update, next_update, der FROM crls WHERE ca_name = ?",
+                 {ca_name}),
+        +[](const Row& r) {
+          return CrlRecord{r.text(0), r.i64(1), r.time(2), r.time(3), r.blob(4)};
+        },
+        "no CRL of CA " + std::string(ca_name) + " yet");
+    return {};
+  }));
+  return out;
+}
+
+Result<std::vector<CrlRecord>> SqlStore::list_crls() {
+  std::vector<CrlRecord> out;
+  HM_TRY_VOID(read([&](sql::Connection& db) -> Status {
+    for (const auto& r :
+         HM_TRY(db.query("SELECT ca_name, crl_number, this_update, next_update FROM crls ORDER BY ca_name")))
+      out.push_back(CrlRecord{r.text(0), r.i64(1), r.time(2), r.time(3), {}});
+    return {};
+  }));
+  return out;
+}
+
 Result<Id> SqlStore::add_trust_anchor(const TrustAnchor& anchor) {
   Id id = 0;
   HM_TRY_VOID(write([&](WriteTx& tx) -> Status {
@@ -793,7 +838,7 @@ Status SqlStore::mount_device(std::string_view vendor_unique_id, std::string_vie
 
 Status SqlStore::pin_device_key(std::string_view vendor_unique_id, const Bytes& bc_der,
                                 std::string_view bc_sha256, std::optional<std::string> ukid,
-                                const AuditEvent& audit) {
+                                const AuditEvent& audit, const std::optional<EndEntityRecord>& end_entity) {
   AuditEvent ev = audit;
   if (ev.action.empty()) ev.action = "pin-key";
   if (ev.object.empty()) ev.object = vendor_unique_id;
@@ -815,7 +860,17 @@ Status SqlStore::pin_device_key(std::string_view vendor_unique_id, const Bytes& 
                     "the key (BC sha256 " + std::string(bc_sha256) + " or UKID) belongs to another device");
       return std::unexpected(n.error());
     }
-    if (*n == 1) return {};
+    if (*n == 1) {
+      if (!end_entity) return {};
+      auto e = db.execute(
+          "UPDATE end_entities SET username = ?, subject_json = ? WHERE state = 'new' AND device_id = "
+          "(SELECT id FROM devices WHERE vendor_unique_id = ?)",
+          {end_entity->username, end_entity->subject_json, vendor_unique_id});
+      if (!e && e.error().code == Errc::conflict)
+        return fail(Errc::conflict, "end entity " + end_entity->username + " exists for another device");
+      if (!e) return std::unexpected(e.error());
+      return {};
+    }
     auto rows =
         HM_TRY(db.query("SELECT bc_sha256 FROM devices WHERE vendor_unique_id = ?", {vendor_unique_id}));
     if (rows.empty()) return fail(Errc::not_found, "no device " + std::string(vendor_unique_id));
@@ -1067,6 +1122,51 @@ Status SqlStore::revoke_certificate(std::string_view serial_hex, Seconds when, i
   });
 }
 
+Status SqlStore::record_revoked_certificate(const CertificateRecord& c, const AuditEvent& audit) {
+  AuditEvent ev = audit;
+  if (ev.action.empty()) ev.action = "revoke";
+  if (ev.object.empty()) ev.object = c.serial_hex;
+  if (c.status != CertificateStatus::revoked || !c.revoked_at || c.serial_hex.empty() || c.der.empty()) {
+    Error e{Errc::invalid_input, "a revoked certificate needs a serial, its DER and a revocation time"};
+    audit_refusal(ev, e);
+    return std::unexpected(e);
+  }
+  return transition(ev, [&](WriteTx& tx) -> Status {
+    auto ids = tx.conn().query(
+        "INSERT INTO certificates (serial, issuer_ca, device_id, end_entity_id, subject, not_before, "
+        "not_after, "
+        "public_key_sha256, der, status, revoked_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'revoked', "
+        "?, ?) "
+        "RETURNING id",
+        {c.serial_hex, c.issuer_ca, sql::opt(c.device_id), sql::opt(c.end_entity_id), c.subject,
+         sql::secs(c.not_before), sql::secs(c.not_after), c.public_key_sha256, ByteView(c.der),
+         sql::secs(*c.revoked_at), c.reason ? Param(std::int64_t{*c.reason}) : Param(nullptr)});
+    if (!ids && ids.error().code == Errc::conflict)
+      return fail(Errc::conflict, "certificate serial " + c.serial_hex + " is already recorded");
+    if (!ids) return std::unexpected(ids.error());
+    return {};
+  });
+}
+
+Result<std::vector<RevocationRecord>> SqlStore::list_revocations(std::string_view issuer_ca, Id after_id,
+                                                                 std::int64_t limit) {
+  std::vector<RevocationRecord> out;
+  HM_TRY_VOID(read([&](sql::Connection& db) -> Status {
+    const auto rows = HM_TRY(
+        db.query("SELECT id, serial, revoked_at, reason FROM certificates WHERE issuer_ca = ? AND status = "
+                 "'revoked' AND id > ? ORDER BY id LIMIT ?",
+                 {issuer_ca, after_id, limit > 0 ? limit : std::int64_t{1000}}));
+    out.reserve(rows.size());
+    for (const auto& r : rows) {
+      RevocationRecord e{r.i64(0), r.text(1), r.time(2), std::nullopt};
+      if (!r.is_null(3)) e.reason = static_cast<int>(r.i64(3));
+      out.push_back(std::move(e));
+    }
+    return {};
+  }));
+  return out;
+}
+
 // ---------------------------------------------------------------- audit
 
 void SqlStore::audit_refusal(AuditEvent event, const Error& error) {
@@ -1099,6 +1199,16 @@ Result<std::vector<AuditRecord>> SqlStore::list_audit(Id after_id, std::int64_t 
     return {};
   }));
   return out;
+}
+
+Result<Id> SqlStore::last_audit_id() {
+  Id id = 0;
+  HM_TRY_VOID(read([&](sql::Connection& db) -> Status {
+    const auto rows = HM_TRY(db.query("SELECT MAX(id) FROM audit"));
+    if (!rows.empty() && !rows.front().is_null(0)) id = rows.front().i64(0);
+    return {};
+  }));
+  return id;
 }
 
 Result<AuditVerification> SqlStore::verify_audit_chain() {

@@ -13,6 +13,9 @@ class SqlStore : public Store {
   Result<std::vector<CaRecord>> list_cas() override;
   Status set_ca_status(std::string_view name, std::string_view status) override;
   Result<std::int64_t> next_crl_number(std::string_view name) override;
+  Status put_crl(const CrlRecord& crl) override;
+  Result<CrlRecord> find_crl(std::string_view ca_name) override;
+  Result<std::vector<CrlRecord>> list_crls() override;
   Result<Id> add_trust_anchor(const TrustAnchor& anchor) override;
   Result<std::vector<TrustAnchor>> list_trust_anchors(std::string_view purpose) override;
 
@@ -31,7 +34,8 @@ class SqlStore : public Store {
   Status mount_device(std::string_view vendor_unique_id, std::string_view station,
                       const std::optional<EndEntityRecord>& end_entity, const AuditEvent& audit) override;
   Status pin_device_key(std::string_view vendor_unique_id, const Bytes& bc_der, std::string_view bc_sha256,
-                        std::optional<std::string> ukid, const AuditEvent& audit) override;
+                        std::optional<std::string> ukid, const AuditEvent& audit,
+                        const std::optional<EndEntityRecord>& end_entity) override;
   Status retire_device(std::string_view vendor_unique_id, const AuditEvent& audit) override;
   Status mark_bc_revoked(Id device_id, const AuditEvent& audit) override;
   Status mark_bc_consumed(Id device_id, const AuditEvent& audit) override;
@@ -49,9 +53,13 @@ class SqlStore : public Store {
   Result<std::vector<CertificateRecord>> list_certificates(const CertificateFilter& filter) override;
   Status revoke_certificate(std::string_view serial_hex, Seconds when, int reason,
                             const AuditEvent& audit) override;
+  Status record_revoked_certificate(const CertificateRecord& cert, const AuditEvent& audit) override;
+  Result<std::vector<RevocationRecord>> list_revocations(std::string_view issuer_ca, Id after_id,
+                                                         std::int64_t limit) override;
 
   Result<Id> append_audit(const AuditEvent& event) override;
   Result<std::vector<AuditRecord>> list_audit(Id after_id, std::int64_t limit) override;
+  Result<Id> last_audit_id() override;
   Result<AuditVerification> verify_audit_chain() override;
 
   Result<SchemaStatus> migrate() override;

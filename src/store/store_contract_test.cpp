@@ -457,6 +457,89 @@ TEST_P(StoreContract, RevocationAndListingFilters) {
   EXPECT_EQ(revokes, 3);
 }
 
+TEST_P(StoreContract, RevocationListsForCrls) {
+  std::vector<std::string> serials;
+  for (int i = 0; i < 5; ++i) {
+    auto req = issuance(enrollable("crl-dev-" + std::to_string(i)), random_serial());
+    if (i == 4) req.certificate.issuer_ca = "other-ca";
+    auto r = store_->record_issuance(req);
+    ASSERT_TRUE(r) << r.error().detail;
+    serials.push_back(r->serial_hex);
+  }
+  const auto ca = store_->find_certificate_by_serial(serials[0])->issuer_ca;
+  EXPECT_TRUE(store_->list_revocations(ca, 0, 10)->empty());
+  ASSERT_TRUE(store_->revoke_certificate(serials[3], at(1'850'000'300), 1, event()));
+  ASSERT_TRUE(store_->revoke_certificate(serials[1], at(1'850'000'100), 4, event()));
+  ASSERT_TRUE(store_->revoke_certificate(serials[4], at(1'850'000'400), 5, event()));
+
+  // A BC of our own BC CA, never issued through record_issuance, recorded as revoked.
+  CertificateRecord bc;
+  bc.serial_hex = random_serial();
+  bc.issuer_ca = ca;
+  bc.subject = "CN=bc";
+  bc.public_key_sha256 = std::string(64, 'b');
+  bc.der = to_bytes("bc-der");
+  bc.status = CertificateStatus::revoked;
+  bc.revoked_at = at(1'850'000'500);
+  ASSERT_TRUE(store_->record_revoked_certificate(bc, event()));
+  EXPECT_EQ(store_->record_revoked_certificate(bc, event()).error().code, Errc::conflict);
+  auto good = bc;
+  good.serial_hex = random_serial();
+  good.status = CertificateStatus::good;
+  good.revoked_at.reset();
+  EXPECT_EQ(store_->record_revoked_certificate(good, event()).error().code, Errc::invalid_input);
+  EXPECT_EQ(store_->find_certificate_by_serial(good.serial_hex).error().code, Errc::not_found);
+
+  // Ascending id order, paged; only this CA's revoked rows.
+  auto page1 = store_->list_revocations(ca, 0, 2);
+  ASSERT_TRUE(page1) << page1.error().detail;
+  ASSERT_EQ(page1->size(), 2u);
+  EXPECT_EQ((*page1)[0].serial_hex, serials[1]);
+  EXPECT_EQ((*page1)[0].revoked_at, at(1'850'000'100));
+  EXPECT_EQ((*page1)[0].reason, 4);
+  EXPECT_EQ((*page1)[1].serial_hex, serials[3]);
+  auto page2 = store_->list_revocations(ca, page1->back().id, 2);
+  ASSERT_EQ(page2->size(), 1u);
+  EXPECT_EQ((*page2)[0].serial_hex, bc.serial_hex);
+  EXPECT_FALSE((*page2)[0].reason.has_value());
+  EXPECT_TRUE(store_->list_revocations(ca, page2->back().id, 2)->empty());
+  EXPECT_EQ(store_->list_revocations("other-ca", 0, 10)->size(), 1u);
+
+  // The log's head moves with every decision.
+  const auto head = store_->last_audit_id();
+  ASSERT_TRUE(head);
+  EXPECT_EQ(*head, audit_records().back().id);
+  ASSERT_TRUE(store_->append_audit(event()));
+  EXPECT_EQ(*store_->last_audit_id(), *head + 1);
+}
+
+TEST_P(StoreContract, LatestCrlPerCa) {
+  EXPECT_EQ(store_->find_crl("idc").error().code, Errc::not_found);
+  EXPECT_TRUE(store_->list_crls()->empty());
+  ASSERT_TRUE(store_->put_crl(CrlRecord{"idc", 2, at(1'800'000'000), at(1'800'086'400), to_bytes("crl-2")}));
+  ASSERT_TRUE(store_->put_crl(CrlRecord{"bc", 1, at(1'800'000'000), at(1'800'086'400), to_bytes("bc-1")}));
+  // Never back, never the same number twice.
+  EXPECT_EQ(store_->put_crl(CrlRecord{"idc", 2, at(1), at(2), to_bytes("x")}).error().code, Errc::conflict);
+  EXPECT_EQ(store_->put_crl(CrlRecord{"idc", 1, at(1), at(2), to_bytes("x")}).error().code, Errc::conflict);
+  EXPECT_EQ(store_->put_crl(CrlRecord{"idc", 3, at(1), at(2), {}}).error().code, Errc::invalid_input);
+  auto idc = store_->find_crl("idc");
+  ASSERT_TRUE(idc);
+  EXPECT_EQ(idc->crl_number, 2);
+  EXPECT_EQ(idc->der, to_bytes("crl-2"));
+  ASSERT_TRUE(store_->put_crl(CrlRecord{"idc", 3, at(1'800'003'600), at(1'800'090'000), to_bytes("crl-3")}));
+  idc = store_->find_crl("idc");
+  EXPECT_EQ(idc->crl_number, 3);
+  EXPECT_EQ(idc->this_update, at(1'800'003'600));
+  EXPECT_EQ(idc->next_update, at(1'800'090'000));
+  EXPECT_EQ(idc->der, to_bytes("crl-3"));
+  auto all = store_->list_crls();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].ca_name, "bc");
+  EXPECT_EQ((*all)[1].ca_name, "idc");
+  EXPECT_EQ((*all)[1].crl_number, 3);
+  EXPECT_TRUE((*all)[1].der.empty());
+}
+
 class AuditTamper : public StoreContract {
  protected:
   void reopen_empty() {
@@ -795,6 +878,34 @@ TEST_P(StoreContract, LiteDevicesHaveNoBcUntilTheirKeyIsPinned) {
   auto after = store_->import_manifest(manifest_of("f1", {lite("l1"), lite("l2"), device("b1")}));
   ASSERT_TRUE(after) << after.error().detail;
   EXPECT_EQ(after->unchanged, 3);
+  // A mounted Lite device's end entity, keyed by its unique id, is re-keyed with the pin.
+  auto l2 = store_->find_device_by_unique_id("l2");
+  EndEntityRecord lite_ee;
+  lite_ee.username = "l2";
+  lite_ee.device_id = l2->id;
+  lite_ee.subject_json = R"({"serialNumber":"l2"})";
+  ASSERT_TRUE(store_->mount_device("l2", "line-1", lite_ee, event()));
+  const Bytes key2 = to_bytes("spki-of-l2");
+  const std::string fp2 = crypto::sha256_hex(key2);
+  EndEntityRecord rekeyed = lite_ee;
+  rekeyed.username = fp2;
+  rekeyed.subject_json = R"({"serialNumber":")" + fp2 + R"("})";
+  // Taken by another device's end entity: nothing of the pin is kept.
+  EndEntityRecord squatter;
+  squatter.username = fp2;
+  squatter.device_id = store_->find_device_by_unique_id("b1")->id;
+  ASSERT_TRUE(store_->add_end_entity(squatter, event()));
+  EXPECT_EQ(store_->pin_device_key("l2", key2, fp2, fp2, event(), rekeyed).error().code, Errc::conflict);
+  EXPECT_TRUE(store_->find_device_by_unique_id("l2")->bc_sha256.empty());
+  rekeyed.username = "ukid-" + fp2;
+  ASSERT_TRUE(store_->pin_device_key("l2", key2, fp2, fp2, event(), rekeyed));
+  EXPECT_EQ(store_->find_device_by_unique_id("l2")->bc_sha256, fp2);
+  EXPECT_EQ(store_->find_end_entity("l2").error().code, Errc::not_found);
+  auto moved = store_->find_end_entity("ukid-" + fp2);
+  ASSERT_TRUE(moved) << moved.error().detail;
+  EXPECT_EQ(moved->device_id, l2->id);
+  EXPECT_EQ(moved->subject_json, rekeyed.subject_json);
+
   // A BC without its fingerprint is invalid.
   DeviceRecord half = device("h1");
   half.bc_sha256.clear();

@@ -109,6 +109,23 @@ struct CertificateRecord {
   std::optional<int> reason;  // RFC 5280 CRLReason
 };
 
+// One entry of a CA's CRL: a revoked row of the certificates table, without its DER.
+struct RevocationRecord {
+  Id id = 0;
+  std::string serial_hex;
+  Seconds revoked_at{};
+  std::optional<int> reason;  // RFC 5280 CRLReason
+};
+
+// The latest CRL of a CA. One node (the lease holder) writes it; every node serves it.
+struct CrlRecord {
+  std::string ca_name;
+  std::int64_t crl_number = 0;
+  Seconds this_update{};
+  Seconds next_update{};
+  Bytes der;  // empty in list_crls()
+};
+
 // ---- audit ----
 
 enum class Outcome { accepted, refused };

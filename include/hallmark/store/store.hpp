@@ -27,6 +27,13 @@ class CaStore {
   [[nodiscard]] virtual Status set_ca_status(std::string_view name, std::string_view status) = 0;
   // Increments and returns the CA's CRL number (atomic).
   [[nodiscard]] virtual Result<std::int64_t> next_crl_number(std::string_view name) = 0;
+  // Stores `crl` as its CA's latest. conflict when a CRL with this or a higher number is stored
+  // (CRL numbers only grow, RFC 5280 §5.2.3).
+  [[nodiscard]] virtual Status put_crl(const CrlRecord& crl) = 0;
+  // The latest CRL of the CA; not_found when none was stored yet.
+  [[nodiscard]] virtual Result<CrlRecord> find_crl(std::string_view ca_name) = 0;
+  // Every CA's latest CRL without its DER (cheap: for noticing which changed), by CA name.
+  [[nodiscard]] virtual Result<std::vector<CrlRecord>> list_crls() = 0;
 
   [[nodiscard]] virtual Result<Id> add_trust_anchor(const TrustAnchor& anchor) = 0;
   [[nodiscard]] virtual Result<std::vector<TrustAnchor>> list_trust_anchors(
@@ -133,10 +140,18 @@ class InventoryStore {
   }
   // Lite devices: records the key learned at first contact (its certificate or SPKI DER, its SHA-256
   // and, optionally, the UKID). Only while the device has no BC; conflict otherwise, or when the
-  // fingerprint/UKID belongs to another device; not_found for an unknown device.
+  // fingerprint/UKID belongs to another device; not_found for an unknown device. With `end_entity`,
+  // the device's end entity still `new` takes its username and subject_json in the same transaction
+  // (mounted without a key, it was keyed by the unique id; now it is keyed as its key dictates).
   [[nodiscard]] virtual Status pin_device_key(std::string_view vendor_unique_id, const Bytes& bc_der,
                                               std::string_view bc_sha256, std::optional<std::string> ukid,
-                                              const AuditEvent& audit) = 0;
+                                              const AuditEvent& audit,
+                                              const std::optional<EndEntityRecord>& end_entity) = 0;
+  [[nodiscard]] Status pin_device_key(std::string_view vendor_unique_id, const Bytes& bc_der,
+                                      std::string_view bc_sha256, std::optional<std::string> ukid,
+                                      const AuditEvent& audit) {
+    return pin_device_key(vendor_unique_id, bc_der, bc_sha256, std::move(ukid), audit, std::nullopt);
+  }
   // any state -> retired.
   [[nodiscard]] virtual Status retire_device(std::string_view vendor_unique_id, const AuditEvent& audit) = 0;
   // BC flags: revoked (our own BC CA revoked it) or consumed (a vendor's BC used up).
@@ -198,6 +213,17 @@ class CertificateStore {
   // good -> revoked, with the audit record, in one transaction. conflict when already revoked.
   [[nodiscard]] virtual Status revoke_certificate(std::string_view serial_hex, Seconds when, int reason,
                                                   const AuditEvent& audit) = 0;
+  // A certificate hallmark did not issue through record_issuance (a BC of its own BC CA, an IDC of a
+  // vendor-held CA learned from a manifest) recorded as revoked, with the audit record, in one
+  // transaction. `cert.status` must be revoked with revoked_at set (invalid_input otherwise);
+  // conflict when the serial is already recorded.
+  [[nodiscard]] virtual Status record_revoked_certificate(const CertificateRecord& cert,
+                                                          const AuditEvent& audit) = 0;
+  // The revoked certificates of a CA in ascending id order, paged: a CRL of millions of entries
+  // streams through this without loading the certificates.
+  [[nodiscard]] virtual Result<std::vector<RevocationRecord>> list_revocations(std::string_view issuer_ca,
+                                                                               Id after_id,
+                                                                               std::int64_t limit) = 0;
 };
 
 struct AuditVerification {
@@ -213,6 +239,8 @@ class AuditLog {
   virtual ~AuditLog() = default;
   [[nodiscard]] virtual Result<Id> append_audit(const AuditEvent& event) = 0;
   [[nodiscard]] virtual Result<std::vector<AuditRecord>> list_audit(Id after_id, std::int64_t limit) = 0;
+  // The id of the newest record (0 when the log is empty): where a follower of the log starts.
+  [[nodiscard]] virtual Result<Id> last_audit_id() = 0;
   // Walks the whole chain; ok=false names the first broken record.
   [[nodiscard]] virtual Result<AuditVerification> verify_audit_chain() = 0;
 };
