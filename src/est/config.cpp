@@ -208,11 +208,27 @@ Result<ra::AliasPolicy> parse_alias(const toml::table& t, std::string_view name,
     return fail(Errc::invalid_input,
                 fmt::format("{}: [est.alias.{}] invalid alias name: use 1-63 of a-z 0-9 -", origin, name));
   }
-  HM_TRY_VOID(r.known({"ca",           "profile",        "authenticators",        "enroll_anchors",
-                       "reenroll_cas", "ukid_field",     "secret_field",          "subject_serial",
-                       "after_issue",  "pop_linking",    "allow_key_reuse",       "allow_reissue",
-                       "lifetime",     "renewal_window", "grace_period",          "recovery_through_bc",
-                       "base64_wrap",  "serverkeygen",   "serverkeygen_key_type", "variables"}));
+  HM_TRY_VOID(r.known({"ca",
+                       "profile",
+                       "authenticators",
+                       "enroll_anchors",
+                       "reenroll_cas",
+                       "ukid_field",
+                       "secret_field",
+                       "subject_serial",
+                       "after_issue",
+                       "pop_linking",
+                       "allow_key_reuse",
+                       "allow_reissue",
+                       "lifetime",
+                       "renewal_window",
+                       "grace_period",
+                       "recovery_through_bc",
+                       "base64_wrap",
+                       "serverkeygen",
+                       "serverkeygen_key_type",
+                       "variables",
+                       "pin_lite_devices"}));
   if (!r.has("ca")) return std::unexpected(r.error("ca", "is required (the issuing CA's name)"));
   HM_TRY_VOID(r.string("ca", p.ca));
   HM_TRY_VOID(r.string("profile", p.profile));
@@ -249,6 +265,7 @@ Result<ra::AliasPolicy> parse_alias(const toml::table& t, std::string_view name,
   HM_TRY_VOID(r.boolean("allow_key_reuse", p.allow_key_reuse));
   HM_TRY_VOID(r.boolean("allow_reissue", p.allow_reissue));
   HM_TRY_VOID(r.boolean("recovery_through_bc", p.recovery_through_bc));
+  HM_TRY_VOID(r.boolean("pin_lite_devices", p.pin_lite_devices));
   HM_TRY_VOID(r.boolean("base64_wrap", p.base64_wrap));
   HM_TRY_VOID(r.boolean("serverkeygen", p.serverkeygen));
   if (r.has("serverkeygen_key_type")) {

@@ -235,6 +235,72 @@ TEST_F(Ra, BcNotMountedIs403) {
   expect_refused(reg->simple_enroll(req), req, Errc::forbidden, ra::problem::kDeviceNotMounted, 0);
 }
 
+// ---- Lite (manifest version 2): the key is learned at first contact and pinned ----
+
+TEST_F(Ra, ALiteDeviceEnrollsOnceItsFirstContactPinsItsKey) {
+  make_registrar(testpki::option2_policy());
+  auto d = w.make_device(w.bc_ca);
+  w.import(d, {}, /*lite=*/true);
+  // Not mounted yet: refused, and nothing is pinned.
+  auto early = request(d.bc_chain, device_csr(d, new_key()));
+  expect_refused(reg->simple_enroll(early), early, Errc::forbidden, ra::problem::kDeviceNotMounted, 0);
+  EXPECT_TRUE(w.store().find_device_by_unique_id(d.unique_id)->bc_sha256.empty());
+
+  w.mount(d);
+  EXPECT_TRUE(w.store().find_end_entity(d.unique_id));  // keyed by the unique id until the key is known
+  auto k = new_key();
+  auto req = request(d.bc_chain, device_csr(d, k));
+  auto out = reg->simple_enroll(req);
+  ASSERT_TRUE(out) << out.error().problem << ": " << out.error().reason;
+  EXPECT_TRUE(out->certificate.public_key() == k.key.public_key());
+  const auto device = w.store().find_device_by_unique_id(d.unique_id).value();
+  EXPECT_EQ(device.bc_sha256, d.bc.fingerprint_sha256_hex());
+  EXPECT_EQ(device.ukid, d.ukid);
+  EXPECT_EQ(device.state, store::DeviceState::enrolled);
+  EXPECT_EQ(w.store().find_end_entity(d.unique_id).error().code, Errc::not_found);
+  EXPECT_EQ(w.store().find_end_entity(d.ukid)->state, store::EndEntityState::generated);
+  EXPECT_EQ(out->certificate.subject().get("serialNumber"), d.ukid);
+  bool pin_audited = false;
+  const auto records = w.store().list_audit(0, 1000).value();
+  for (const auto& r : records) {
+    if (r.event.action == "pin-key" && r.event.object == d.unique_id &&
+        r.event.outcome == store::Outcome::accepted && r.event.request_id == req.context.request_id) {
+      pin_audited = true;
+    }
+  }
+  EXPECT_TRUE(pin_audited);
+
+  // Another BC naming the same device (a cloned identity) is not the pinned key: refused.
+  auto clone = w.make_device(w.bc_ca);
+  clone.unique_id = d.unique_id;
+  const ca::Issuer issuer(w.bc_ca.certificate, w.bc_ca.signer, w.clock());
+  clone.bc =
+      issuer
+          .issue(
+              ca::IssueRequest{
+                  clone.bc_key.public_key(), {{"org", "Test Vendor"}, {"hw_serial", d.unique_id}}, {}, {}},
+              testpki::profile_named("bc"))
+          .value();
+  clone.bc_chain[0] = clone.bc;
+  clone.ukid = clone.bc.public_key().sha256_hex();
+  auto creq = request(clone.bc_chain, device_csr(clone, new_key()));
+  expect_refused(reg->simple_enroll(creq), creq, Errc::forbidden, ra::problem::kUnknownDevice, 1);
+  EXPECT_NE(w.last_audit().event.reason.find("known with another key"), std::string::npos)
+      << w.last_audit().event.reason;
+}
+
+TEST_F(Ra, ALiteDeviceIsUnknownWhenTheAliasDoesNotPinKeys) {
+  auto p = testpki::option2_policy();
+  p.pin_lite_devices = false;
+  make_registrar(p);
+  auto d = w.make_device(w.bc_ca);
+  w.import(d, {}, /*lite=*/true);
+  w.mount(d);
+  auto req = request(d.bc_chain, device_csr(d, new_key()));
+  expect_refused(reg->simple_enroll(req), req, Errc::forbidden, ra::problem::kUnknownDevice, 0);
+  EXPECT_TRUE(w.store().find_device_by_unique_id(d.unique_id)->bc_sha256.empty());
+}
+
 TEST_F(Ra, RetiredDeviceIs403) {
   make_registrar(testpki::option2_policy());
   auto d = w.ready_device(w.bc_ca);

@@ -377,6 +377,84 @@ ChallengeView challenge_of(const x509::Csr& csr, const Peer& peer) {
 
 }  // namespace
 
+namespace {
+
+// The unique id a BC names: CN "sn<id>" (the Microchip and hallmark BC shape), else serialNumber.
+std::optional<std::string> named_unique_id(const x509::Certificate& bc) {
+  const x509::Name subject = bc.subject();
+  std::optional<std::string> id;
+  if (auto cn = subject.get("CN"); cn && cn->size() > 2 && cn->starts_with("sn")) {
+    id = cn->substr(2);
+  } else {
+    id = subject.get("serialNumber");
+  }
+  if (!id || id->empty()) return std::nullopt;
+  return lower(*id);
+}
+
+}  // namespace
+
+Decision<std::optional<store::DeviceRecord>> Registrar::pin_lite_device(Attempt& a,
+                                                                        const x509::Certificate& bc,
+                                                                        const std::string& fingerprint) {
+  const auto unique_id = named_unique_id(bc);
+  if (!unique_id) return std::nullopt;
+  auto device = store_.find_device_by_unique_id(*unique_id);
+  if (!device) {
+    if (device.error().code == Errc::not_found) return std::nullopt;
+    return std::unexpected(store_error(a, device.error(), "device lookup"));
+  }
+  if (!device->bc_der.empty()) {
+    return std::unexpected(audited(
+        a, refusal(Errc::forbidden, problem::kUnknownDevice,
+                   fmt::format("birth certificate is not in the inventory: device {} is known with another "
+                               "key (BC sha256 {})",
+                               device->vendor_unique_id, device->bc_sha256))));
+  }
+  // The factory line decides when a device may speak: a key is pinned only to a mounted device.
+  if (device->state != store::DeviceState::mounted) {
+    const bool retired = device->state == store::DeviceState::retired;
+    return std::unexpected(
+        audited(a, refusal(Errc::forbidden, retired ? problem::kDeviceRetired : problem::kDeviceNotMounted,
+                           fmt::format("device {} is {}, not mounted", device->vendor_unique_id,
+                                       store::to_string(device->state)))));
+  }
+  store::DeviceRecord pinned = *device;
+  pinned.bc_der = bc.to_der();
+  pinned.bc_sha256 = fingerprint;
+  pinned.ukid = crypto::sha256_hex(bc.spki_der());
+  pinned.bc_issuer = bc.issuer().to_string();
+  auto ee = inventory::make_end_entity(pinned, a.alias->policy.name);
+  if (!ee)
+    return std::unexpected(audited(a, refusal(Errc::forbidden, problem::kNoEndEntity, ee.error().detail)));
+  const store::AuditEvent ev{clock_.now(),
+                             options_.actor,
+                             "pin-key",
+                             device->vendor_unique_id,
+                             store::Outcome::accepted,
+                             fmt::format("Lite device's first contact on alias {}: bc_sha256={} ukid={}",
+                                         a.alias->policy.name, fingerprint, *pinned.ukid),
+                             a.context->request_id};
+  if (auto done =
+          store_.pin_device_key(device->vendor_unique_id, pinned.bc_der, fingerprint, pinned.ukid, ev, *ee);
+      !done) {
+    // A concurrent first contact with the same BC pinned it first: use that.
+    if (auto again = store_.find_device_by_bc_fingerprint(fingerprint))
+      return std::optional(std::move(*again));
+    if (done.error().code == Errc::conflict) {
+      return std::unexpected(
+          audited(a, refusal(Errc::forbidden, problem::kUnknownDevice, done.error().detail)));
+    }
+    return std::unexpected(store_error(a, done.error(), "pinning the key"));
+  }
+  log::info("lite_key_pinned", {{"request_id", a.context->request_id},
+                                {"device", device->vendor_unique_id},
+                                {"bc_sha256", fingerprint}});
+  auto found = store_.find_device_by_bc_fingerprint(fingerprint);
+  if (!found) return std::unexpected(store_error(a, found.error(), "device lookup"));
+  return std::optional(std::move(*found));
+}
+
 Decision<Enrollment> Registrar::enroll_checked(Attempt& a, const EnrollRequest& request, Mode mode) {
   const Alias& alias = *a.alias;
   const auto& policy = alias.policy;
@@ -406,6 +484,11 @@ Decision<Enrollment> Registrar::enroll_checked(Attempt& a, const EnrollRequest& 
   }
 
   auto device = store_.find_device_by_bc_fingerprint(fingerprint);
+  if (!device && device.error().code == Errc::not_found && policy.pin_lite_devices) {
+    auto lite = pin_lite_device(a, *bc, fingerprint);
+    if (!lite) return std::unexpected(std::move(lite.error()));
+    if (*lite) device = std::move(**lite);
+  }
   if (!device) {
     if (device.error().code == Errc::not_found) {
       return std::unexpected(audited(

@@ -144,8 +144,9 @@ class World {
     return d;
   }
 
-  // Imports the device into the inventory (Option 3 when `secret` is set).
-  void import(Device& d, const std::string& secret = {}) {
+  // Imports the device into the inventory (Option 3 when `secret` is set; Lite, without its BC, when
+  // `lite`).
+  void import(Device& d, const std::string& secret = {}, bool lite = false) {
     store::ManifestImport mi;
     mi.manifest.format = "hallmark";
     mi.manifest.signer = "test";
@@ -158,7 +159,11 @@ class World {
     r.bc_sha256 = d.bc.fingerprint_sha256_hex();
     r.bc_issuer = d.bc.issuer().to_string();
     r.part_number = "TEST-1";
-    if (secret.empty()) {
+    if (lite) {
+      r.bc_der.clear();
+      r.bc_sha256.clear();
+      r.bc_issuer.clear();
+    } else if (secret.empty()) {
       r.ukid = d.ukid;
     } else {
       d.secret = secret;

@@ -69,7 +69,10 @@ struct AliasPolicy {
   std::optional<std::chrono::seconds> renewal_window;  // nullopt: re-enroll any time before expiry
   std::chrono::seconds grace_period{0};  // after expiry, an unrevoked IDC may still re-enroll this long
   bool recovery_through_bc = false;      // an expired IDC's device may enroll again with its BC
-  bool base64_wrap = false;              // wrap response base64 at 64 columns
+  // A Lite device (manifest version 2: identity signed, no key) is known by the unique id its BC
+  // carries (subject CN "sn<id>", else serialNumber); its first enrollment pins the BC's key.
+  bool pin_lite_devices = true;
+  bool base64_wrap = false;  // wrap response base64 at 64 columns
   bool serverkeygen = false;
   crypto::KeyType serverkeygen_key_type = crypto::KeyType::ec_p256;
   std::map<std::string, std::string> variables;  // extra profile {variables}, e.g. product

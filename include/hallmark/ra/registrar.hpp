@@ -192,6 +192,10 @@ class Registrar final {
   Decision<Enrollment> replay(Attempt& a, const store::DeviceRecord& device,
                               const store::CertificateRecord& record);
   void apply_after_issue(Attempt& a, const store::DeviceRecord& device);
+  // A Lite device's first contact: pins `bc` to the device it names. nullopt when `bc` names no
+  // Lite device (the caller refuses it as unknown).
+  Decision<std::optional<store::DeviceRecord>> pin_lite_device(Attempt& a, const x509::Certificate& bc,
+                                                               const std::string& fingerprint);
   Refusal store_error(Attempt& a, const Error& error, std::string_view what);
   Refusal audited(Attempt& a, Refusal refusal);
   [[nodiscard]] std::map<std::string, std::string> variables_for(const Alias& alias,
