@@ -301,7 +301,9 @@ TEST_F(Cli, EveryCommandHasHelp) {
                           "vendor request-subca",
                           "vendor install-subca",
                           "vendor provision",
-                          "serve"}) {
+                          "serve",
+                          "proxy issue-cert",
+                          "proxy nginx-config"}) {
     const auto r = run(std::string(HALLMARK_CLI) + " " + cmd + " --help");
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_NE(r.output.find("Usage:"), std::string::npos) << cmd << ": " << r.output;

@@ -27,5 +27,8 @@ void add_db_commands(CLI::App& app, const GlobalOptions& global, int& status);
 void add_inventory_commands(CLI::App& app, const GlobalOptions& global, int& status);
 void add_vendor_commands(CLI::App& app, int& status);
 void add_serve_command(CLI::App& app, const GlobalOptions& global, int& status);
+// After add_cert_commands: adds `cert revoke` to it, and `crl`.
+void add_revocation_commands(CLI::App& app, const GlobalOptions& global, int& status);
+void add_proxy_commands(CLI::App& app, const GlobalOptions& global, int& status);
 
 }  // namespace hallmark::app

@@ -7,6 +7,7 @@
 #include "db.hpp"
 #include "hallmark/inventory/devices.hpp"
 #include "hallmark/inventory/import.hpp"
+#include "hallmark/revocation/revocation.hpp"
 #include "home.hpp"
 
 namespace hallmark::app {
@@ -157,7 +158,9 @@ void add_inventory_commands(CLI::App& app, const GlobalOptions& global, int& sta
     });
   }
   {
-    auto* cmd = device->add_subcommand("retire", "Retire a device (any state -> retired)");
+    auto* cmd = device->add_subcommand(
+        "retire",
+        "Retire a device (any state -> retired); its good IDCs are revoked first (cessationOfOperation)");
     auto key = std::make_shared<std::string>();
     auto reason = std::make_shared<std::string>();
     cmd->add_option("device", *key, "Unique id, UKID or BC SHA-256 fingerprint")->required();
@@ -167,6 +170,16 @@ void add_inventory_commands(CLI::App& app, const GlobalOptions& global, int& sta
                     [&](const PkiHome&, store::Store& s) -> Status {
                       inventory::RetireOptions options;
                       options.reason = *reason;
+                      // Revoked before the state changes: a retired device never keeps a good IDC.
+                      const auto found = HM_TRY(inventory::find_device(s, *key));
+                      if (found.state != store::DeviceState::retired) {
+                        revocation::RevokeOptions ro;
+                        const auto revoked = HM_TRY(revocation::revoke_device_certificates(
+                            s, found.id, x509::RevocationReason::cessation_of_operation, ro));
+                        for (const auto& c : revoked)
+                          fmt::print("Revoked certificate {} (CA {}, reason cessationOfOperation)\n",
+                                     c.serial_hex, c.issuer_ca);
+                      }
                       const auto d = HM_TRY(inventory::retire_device(s, *key, options));
                       fmt::print("Retired device {}\n", d.vendor_unique_id);
                       return {};

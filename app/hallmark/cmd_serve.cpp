@@ -3,19 +3,24 @@
 #include <signal.h>
 
 #include <pthread.h>
+#include <unistd.h>
 #include <chrono>
 #include <map>
 
 #include "cli.hpp"
 #include "db.hpp"
 #include "hallmark/core/log.hpp"
+#include "hallmark/crypto/digest.hpp"
 #include "hallmark/est/config.hpp"
 #include "hallmark/est/server.hpp"
 #include "hallmark/http/router.hpp"
 #include "hallmark/http/server.hpp"
 #include "hallmark/ra/registrar.hpp"
+#include "hallmark/revocation/config.hpp"
+#include "hallmark/revocation/service.hpp"
 #include "hallmark/store/store.hpp"
 #include "home.hpp"
+#include "revocation_cas.hpp"
 
 namespace hallmark::app {
 
@@ -28,7 +33,16 @@ struct ServeOptions {
   std::string port_file;
   std::string listen;
   int port = -1;
+  std::string revocation_port_file;
+  int revocation_port = -1;  // >= 0 turns the revocation listener on
 };
+
+// "host:pid:random": the name this node holds the CRL lease under.
+std::string node_id() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return fmt::format("{}:{}:{}", host, ::getpid(), to_hex(crypto::random_bytes(4)));
+}
 
 std::string in_home(const PkiHome& home, const std::string& path) {
   if (path.empty()) return path;
@@ -165,15 +179,58 @@ Status serve(const PkiHome& home, const ServeOptions& options, const std::string
   auto store = HM_TRY(open_database(home, database_override, SchemaPolicy::migrate));
   log::info("store_open", {{"backend", std::string(store->backend())}});
 
+  // Revocation: CRLs and OCSP on a plain-HTTP listener of their own ([revocation], docs/revocation.md).
+  auto revocation_config = HM_TRY(revocation::parse_revocation_config(text, "hallmark.toml"));
+  if (options.revocation_port >= 0) {
+    revocation_config.enabled = true;
+    revocation_config.server.port = static_cast<std::uint16_t>(options.revocation_port);
+  }
+  std::unique_ptr<revocation::Service> revocation_service;
+  std::unique_ptr<http::Server> revocation_server;
+  http::Router revocation_router;
+  if (revocation_config.enabled) {
+    RevocationCaOptions ro;
+    ro.crl_signers = true;
+    ro.responders = true;
+    ro.crl_cas = revocation_config.crl_cas;
+    ro.ocsp_cas = revocation_config.ocsp_cas;
+    revocation::ServiceOptions so;
+    so.crl_interval = revocation_config.crl_interval;
+    so.next_update = revocation_config.next_update;
+    so.poll_interval = revocation_config.poll_interval;
+    so.crl_dir = in_home(home, revocation_config.crl_dir);
+    so.reload_command = revocation_config.crl_reload_command;
+    so.node_id = node_id();
+    so.responder.validity = revocation_config.ocsp_validity;
+    revocation_service =
+        std::make_unique<revocation::Service>(*store, HM_TRY(revocation_cas(home, ro, clock)), clock, so);
+    HM_TRY_VOID(revocation_service->start());
+    revocation_service->install(revocation_router);
+  }
+
   ra::RegistrarOptions ro;
   ro.default_alias = config.default_alias;
   ro.variables = {{"org", home.config().organization}, {"product", home.config().product}};
-  ro.on_bc_revoked = [](const store::DeviceRecord& device, const std::string& request_id) {
-    // Hook for real CRL revocation of the BC under our BC CA (the revocation issue): flagged for now.
-    log::info("bc_revoked", {{"request_id", request_id},
-                             {"device", device.vendor_unique_id},
-                             {"bc_sha256", device.bc_sha256},
-                             {"crl", "pending"}});
+  ro.on_bc_revoked = [&](const store::DeviceRecord& device, const std::string& request_id) {
+    // The BC becomes a revoked certificate of the BC CA that issued it: on its next CRL and in OCSP.
+    // Without the revocation service the flag stays; the service or `crl generate` records it later.
+    if (!revocation_service) {
+      log::info("bc_revoked", {{"request_id", request_id},
+                               {"device", device.vendor_unique_id},
+                               {"bc_sha256", device.bc_sha256},
+                               {"crl", "on the next revocation service start or crl generate"}});
+      return;
+    }
+    if (auto recorded = revocation_service->revoke_bc(device, request_id); !recorded) {
+      // The device stays flagged; the revocation service records it when it follows the audit log.
+      log::warn("bc_revocation_record_failed", {{"request_id", request_id},
+                                                {"device", device.vendor_unique_id},
+                                                {"error", recorded.error().detail}});
+      return;
+    }
+    log::info(
+        "bc_revoked",
+        {{"request_id", request_id}, {"device", device.vendor_unique_id}, {"bc_sha256", device.bc_sha256}});
   };
   ra::Registrar registrar(*store, clock, std::move(aliases), ro);
   const est::EstService service(registrar);
@@ -207,6 +264,22 @@ Status serve(const PkiHome& home, const ServeOptions& options, const std::string
 
   auto running = HM_TRY(http::Server::start(server, handler));
   const auto port = std::to_string(running->port());
+  if (revocation_service) {
+    const http::Handler revocation_handler = [&revocation_router](const http::Request& r) {
+      auto response = revocation_router(r);
+      log::debug("request", {{"request_id", r.request_id},
+                             {"method", r.method},
+                             {"path", std::string(r.path().substr(0, 64))},
+                             {"status", std::to_string(response.status)},
+                             {"remote", r.peer.remote_address}});
+      return response;
+    };
+    revocation_server = HM_TRY(http::Server::start(revocation_config.server, revocation_handler));
+    const auto rport = std::to_string(revocation_server->port());
+    if (!options.revocation_port_file.empty())
+      HM_TRY_VOID(write_file_atomic(options.revocation_port_file, as_bytes(rport + "\n")));
+    log::info("revocation_ready", {{"address", revocation_config.server.listen}, {"port", rport}});
+  }
   if (!options.port_file.empty()) HM_TRY_VOID(write_file_atomic(options.port_file, as_bytes(port + "\n")));
   std::vector<std::string> names = registrar.alias_names();
   log::info("serve_ready", {{"address", server.listen},
@@ -219,6 +292,9 @@ Status serve(const PkiHome& home, const ServeOptions& options, const std::string
   log::info("serve_stopping", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
   running->stop();
   running.reset();
+  if (revocation_server) revocation_server->stop();
+  revocation_server.reset();
+  if (revocation_service) revocation_service->stop();
   log::info("serve_stopped");
   return {};
 }
@@ -236,6 +312,11 @@ void add_serve_command(CLI::App& app, const GlobalOptions& global, int& status) 
   cmd->add_option("--listen", options->listen, "Listen address (overrides [server] listen)");
   cmd->add_option("--port", options->port, "Port (overrides [server] port; 0 = any free port)")
       ->check(CLI::Range(0, 65535));
+  cmd->add_option("--revocation-port", options->revocation_port,
+                  "Plain-HTTP port for /crl and /ocsp (turns the listener on; overrides [revocation] port)")
+      ->check(CLI::Range(0, 65535));
+  cmd->add_option("--revocation-port-file", options->revocation_port_file,
+                  "Write the revocation listener's bound port here once listening");
   cmd->callback([&global, &status, options] {
     auto home = PkiHome::open(options->home.empty() ? global.home : options->home);
     if (!home) {

@@ -117,6 +117,31 @@ void add_vendor_commands(CLI::App& app, int& status) {
       }());
     });
   }
+  {
+    auto* cmd = vendor->add_subcommand(
+        "issue-ocsp-delegate",
+        "Option 1: issue the OEM a delegated OCSP responder certificate under the vendor-held sub-CA,\n"
+        "for the OEM's request from 'hallmark ocsp request' (see docs/revocation.md)");
+    auto options = std::make_shared<vendor::OcspDelegateOptions>();
+    auto csr = std::make_shared<std::string>();
+    auto out = std::make_shared<std::string>();
+    cmd->add_option("--csr", *csr, "The OEM's request (PEM or DER)")->required()->check(CLI::ExistingFile);
+    cmd->add_option("--role", options->role, "Sub-CA: idc or bc")->capture_default_str();
+    cmd->add_option("--out", *out, "Certificate file to send back to the OEM (PEM, with the chain)")
+        ->required();
+    cmd->callback([home, options, csr, out, report_errors] {
+      report_errors([&]() -> Status {
+        options->home = *home;
+        options->csr = *csr;
+        options->out = *out;
+        const SystemClock clock;
+        const auto s = HM_TRY(vendor::issue_ocsp_delegate(*options, clock));
+        fmt::print("Issued OCSP delegate {}\n  issuer: {}\n  serial: {}\n  written to {}\n", s.subject,
+                   s.issuer, s.serial_hex, s.out.string());
+        return {};
+      }());
+    });
+  }
 }
 
 }  // namespace hallmark::app

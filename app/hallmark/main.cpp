@@ -56,6 +56,8 @@ int main(int argc, char** argv) {
   add_inventory_commands(app, global, status);
   add_vendor_commands(app, status);
   add_serve_command(app, global, status);
+  add_revocation_commands(app, global, status);
+  add_proxy_commands(app, global, status);
   app.parse_complete_callback([&] {
     if (verbose) hallmark::log::set_level(hallmark::log::Level::debug);
   });

@@ -132,4 +132,27 @@ struct ProvisionSummary {
 // "Provisioned 20000 chips (mode bc, reel R1) in 1.2s: 16667 chips/s; 1 file: out/R1.json"
 [[nodiscard]] std::string describe(const ProvisionSummary& summary);
 
+// ---- hallmark vendor issue-ocsp-delegate ----
+
+struct OcspDelegateOptions {
+  std::filesystem::path home;
+  std::string role = "idc";   // the installed sub-CA whose certificates the OEM will answer for
+  std::filesystem::path csr;  // the OEM's request (`hallmark ocsp request`), PEM or DER
+  std::filesystem::path out;  // the delegate certificate, then the sub-CA chain (PEM)
+};
+
+struct OcspDelegateSummary {
+  std::string subject;
+  std::string issuer;
+  std::string serial_hex;
+  Seconds not_after{};
+  std::filesystem::path out;
+};
+
+// Option 1: a delegated OCSP responder certificate (id-kp-OCSPSigning, id-pkix-ocsp-nocheck, profile
+// ocsp-responder) for the OEM's key, issued by the vendor-held sub-CA, so that the OEM answers OCSP
+// for the IDCs this station issued. See docs/revocation.md.
+[[nodiscard]] Result<OcspDelegateSummary> issue_ocsp_delegate(const OcspDelegateOptions& options,
+                                                              const Clock& clock);
+
 }  // namespace hallmark::vendor
