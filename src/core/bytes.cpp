@@ -4,10 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 namespace hallmark {
@@ -71,8 +73,15 @@ Result<std::string> read_text_file(const std::string& path) {
 
 Status write_file_atomic(const std::string& path, ByteView content, unsigned mode) {
   const std::filesystem::path target(path);
-  const std::string tmp = (target.parent_path() / ("." + target.filename().string() + ".tmp")).string();
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  // A temporary name of this writer's own: two processes or threads replacing the same file (a CRL
+  // written by `crl generate` while `serve` writes it too) must not rename each other's file away.
+  static std::atomic<std::uint64_t> counter{0};
+  thread_local std::mt19937_64 random{std::random_device{}()};
+  const std::string tmp = (target.parent_path() /
+                           ("." + target.filename().string() + ".tmp-" + std::to_string(::getpid()) + "-" +
+                            std::to_string(counter.fetch_add(1)) + "-" + std::to_string(random() % 1000000)))
+                              .string();
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) return fail(Errc::internal, "cannot create " + tmp + ": " + std::strerror(errno));
   ::fchmod(fd, mode);  // the umask must not widen or narrow what the caller asked for
   std::size_t done = 0;

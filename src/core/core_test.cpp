@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -70,6 +71,29 @@ TEST(Files, WriteAtomicSetsModeAndReplaces) {
             std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 1);  // no temporary left behind
   EXPECT_EQ(read_file((dir / "missing").string()).error().code, Errc::not_found);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Files, ConcurrentAtomicWritesOfOneFileAllSucceed) {
+  // Two writers replacing the same file (a CRL written by `crl generate` and by `serve`) each rename
+  // their own temporary: none fails, the file is one of the writes, nothing is left behind.
+  const auto dir = std::filesystem::temp_directory_path() / ("hm-core-c-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto file = (dir / "ca.crl").string();
+  std::vector<std::thread> writers;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 8; ++t) {
+    writers.emplace_back([&, t] {
+      const std::string text = "writer " + std::to_string(t);
+      for (int i = 0; i < 50; ++i) {
+        if (!write_file_atomic(file, as_bytes(text))) ++failures;
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_TRUE(read_text_file(file).value().starts_with("writer "));
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 1);
   std::filesystem::remove_all(dir);
 }
 
