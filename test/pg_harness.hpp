@@ -4,9 +4,7 @@
 // destructor. When run as root the server runs as user `postgres` (PostgreSQL refuses root).
 // Header-only so that tests and bench/store can share it.
 #include <libpq-fe.h>
-#include <netinet/in.h>
 #include <pwd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +13,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "process.hpp"
 
 namespace hallmark::test {
 
@@ -124,21 +124,6 @@ class PgServer {
     return found.empty() ? std::string() : found.back();
   }
 
-  static int free_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    socklen_t len = sizeof addr;
-    int port = 0;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-      port = ntohs(addr.sin_port);
-    ::close(fd);
-    return port;
-  }
-
   // Runs a shell command in the server directory, as `postgres` when we are root.
   [[nodiscard]] bool run_as_owner(const std::string& command) const {
     std::string full = "cd " + dir_ + " && ";
@@ -171,7 +156,7 @@ class PgServer {
         return false;
       }
     }
-    port_ = free_port();
+    port_ = hallmark::testing::free_port();
     if (port_ == 0) {
       *error = "no free port";
       return false;

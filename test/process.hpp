@@ -1,5 +1,7 @@
 #pragma once
 // Test helpers: run a shell command and capture its output, temporary directories that clean up.
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,6 +42,22 @@ inline std::string shell_quote(const std::string& s) {
     }
   }
   return out + "'";
+}
+
+// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then closed), for servers
+// that cannot be given port 0.
+inline int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+    port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
 }
 
 class TempDir {

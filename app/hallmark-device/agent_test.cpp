@@ -3,7 +3,6 @@
 // on 127.0.0.1 port 0 and the agent enrolls, re-enrolls, renews and recovers devices from the reels'
 // chip images. A second server (another PKI, the first one's TLS certificate) answers cacerts from a
 // root the devices do not trust.
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -22,6 +21,7 @@
 #include "hallmark/device/fleet.hpp"
 #include "hallmark/x509/certificate.hpp"
 #include "process.hpp"
+#include "serve_process.hpp"
 
 namespace hallmark {
 namespace {
@@ -30,59 +30,19 @@ namespace fs = std::filesystem;
 using testing::run;
 using testing::shell_quote;
 
-std::string slurp(const std::string& path) {
-  auto t = read_text_file(path);
-  return t ? *t : std::string();
+using testing::ServeProcess;
+using testing::slurp;
+
+// The EST base URL of `server`, with the alias when given.
+std::string est_url(const ServeProcess& server, const std::string& alias = "") {
+  return server.url("/.well-known/est" + (alias.empty() ? "" : "/" + alias));
 }
 
-struct Server {
-  pid_t pid = -1;
-  int port = 0;
-  std::string log;
-
-  void start(const std::string& home, const std::string& dir) {
-    log = dir + "/serve.log";
-    const auto port_file = dir + "/port";
-    fs::remove(port_file);
-    pid = ::fork();
-    if (pid == 0) {
-      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      ::execl(HALLMARK_CLI, "hallmark", "--home", home.c_str(), "serve", "--port", "0", "--port-file",
-              port_file.c_str(), nullptr);
-      ::_exit(127);
-    }
-    for (int i = 0; i < 600 && !fs::exists(port_file); ++i) {
-      if (::waitpid(pid, nullptr, WNOHANG) == pid) {
-        pid = -1;
-        FAIL() << "hallmark serve exited early:\n" << slurp(log);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ASSERT_TRUE(fs::exists(port_file)) << slurp(log);
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    port = std::stoi(slurp(port_file));
-  }
-  void stop() {
-    if (pid <= 0) return;
-    ::kill(pid, SIGTERM);
-    for (int i = 0; i < 150; ++i) {
-      if (::waitpid(pid, nullptr, WNOHANG) == pid) {
-        pid = -1;
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    pid = -1;
-  }
-  [[nodiscard]] std::string url(const std::string& alias = "") const {
-    return "https://127.0.0.1:" + std::to_string(port) + "/.well-known/est" +
-           (alias.empty() ? "" : "/" + alias);
-  }
-};
+// Starts `server` on `home`, its files in `dir` (a fatal failure if it does not come up).
+void start_server(ServeProcess& server, const std::string& home, const std::string& dir) {
+  const auto error = server.start(home, dir);
+  ASSERT_TRUE(error.empty()) << error;
+}
 
 class Agent : public ::testing::Test {
  protected:
@@ -126,20 +86,8 @@ class Agent : public ::testing::Test {
     ASSERT_TRUE(write_file_atomic(w + "/mount.csv", as_bytes(csv)));
     must(oem() + " device mount --from-csv " + w + "/mount.csv --station line-1");
 
-    std::ofstream(home() + "/hallmark.toml", std::ios::app) << R"(
-[server]
-listen = "127.0.0.1"
-threads = 1
-handler_threads = 2
-
-[est]
-default_alias = "option2"
-
-[est.alias.option2]
-ca = "idc"
-enroll_anchors = ["vendor-bc"]
-after_issue = "revoke-bc"
-
+    std::ofstream(home() + "/hallmark.toml", std::ios::app)
+        << testing::server_config(1, 2) << testing::default_alias_config("option2", "vendor-bc") << R"(
 [est.alias.option3]
 ca = "idc"
 authenticators = ["bc-secret"]
@@ -178,7 +126,7 @@ lifetime = "2s"
 grace_period = "1s"
 )";
     fs::create_directories(w + "/srv-a");
-    server_.start(home(), w + "/srv-a");
+    start_server(server_, home(), w + "/srv-a");
 
     // The other PKI: its own root and IDC CA, but the first home's TLS certificate, and the first
     // home's root as an external BC anchor so the devices' BCs pass its TLS layer.
@@ -186,12 +134,11 @@ grace_period = "1s"
     must(HALLMARK_CLI " --home " + w + "/other ca import-external " + w +
          "/oem/ca/root/cert.pem --name acme-root --role bc");
     std::ofstream(w + "/other/hallmark.toml", std::ios::app)
-        << "\n[server]\nlisten = \"127.0.0.1\"\nthreads = 1\nhandler_threads = 1\ntls_cert = \"" << home()
-        << "/tls/server.pem\"\ntls_key = \"" << home()
-        << "/tls/server.key\"\ntls_key_passphrase = \"file:" << home()
+        << testing::server_config(1, 1) << "tls_cert = \"" << home() << "/tls/server.pem\"\ntls_key = \""
+        << home() << "/tls/server.key\"\ntls_key_passphrase = \"file:" << home()
         << "/secrets/ca-passphrase\"\n\n[est.alias.rogue]\nca = \"idc\"\nenroll_anchors = [\"acme-root\"]\n";
     fs::create_directories(w + "/srv-b");
-    other_.start(w + "/other", w + "/srv-b");
+    start_server(other_, w + "/other", w + "/srv-b");
   }
 
   static void TearDownTestSuite() {
@@ -216,8 +163,8 @@ grace_period = "1s"
   static testing::CommandResult enroll(const std::string& chip_path, const std::string& name,
                                        const std::string& alias, const std::string& extra = "") {
     return run(agent() + " enroll --chip " + shell_quote(chip_path) + " --trust " + shell_quote(root()) +
-               " --server " + server_.url(alias) + " --dir " + shell_quote(state(name)) + " --max-wait 5s " +
-               extra);
+               " --server " + est_url(server_, alias) + " --dir " + shell_quote(state(name)) +
+               " --max-wait 5s " + extra);
   }
   static x509::Certificate current_idc(const std::string& name) {
     auto c = x509::Certificate::load(state(name) + "/current/idc.pem");
@@ -245,15 +192,15 @@ grace_period = "1s"
   }
 
   static testing::TempDir* dir_;
-  static Server server_;
-  static Server other_;
+  static ServeProcess server_;
+  static ServeProcess other_;
   static std::vector<std::string> r2_;
   static std::vector<std::string> r3_;
 };
 
 testing::TempDir* Agent::dir_ = nullptr;
-Server Agent::server_;
-Server Agent::other_;
+ServeProcess Agent::server_;
+ServeProcess Agent::other_;
 std::vector<std::string> Agent::r2_;
 std::vector<std::string> Agent::r3_;
 
@@ -321,7 +268,7 @@ TEST_F(Agent, EnrollsOption3WithTheSecretInChallengePassword) {
   const auto image = device::ChipImage::load(secret_chip(0));
   ASSERT_TRUE(image);
   EXPECT_EQ(r.output.find(std::string(image->ukid_secret->reveal())), std::string::npos);
-  EXPECT_EQ(slurp(server_.log).find(std::string(image->ukid_secret->reveal())), std::string::npos);
+  EXPECT_EQ(server_.log().find(std::string(image->ukid_secret->reveal())), std::string::npos);
 
   // The wrong secret is refused with the server's problem code.
   const auto wrong = w() + "/wrong-secret";
@@ -335,7 +282,7 @@ TEST_F(Agent, EnrollsOption3WithTheSecretInChallengePassword) {
 TEST_F(Agent, RefusesAServerThatDoesNotChainToTheAnchor) {
   const auto other_root = w() + "/other/ca/root/cert.pem";
   const auto r = run(agent() + " enroll --chip " + shell_quote(chip(2)) + " --trust " +
-                     shell_quote(other_root) + " --server " + server_.url("option2") + " --dir " +
+                     shell_quote(other_root) + " --server " + est_url(server_, "option2") + " --dir " +
                      shell_quote(state("untrusted")) + " --max-wait 1s");
   EXPECT_EQ(r.exit_code, 5) << r.output;
   EXPECT_NE(r.output.find("does not verify against the trust anchor"), std::string::npos) << r.output;
@@ -344,9 +291,9 @@ TEST_F(Agent, RefusesAServerThatDoesNotChainToTheAnchor) {
 
 TEST_F(Agent, RefusesCacertsFromAnotherRoot) {
   // Same TLS certificate as the real server (so TLS verifies), but cacerts from another root.
-  const auto r =
-      run(agent() + " enroll --chip " + shell_quote(chip(3)) + " --trust " + shell_quote(root()) +
-          " --server " + other_.url("rogue") + " --dir " + shell_quote(state("rogue")) + " --max-wait 1s");
+  const auto r = run(agent() + " enroll --chip " + shell_quote(chip(3)) + " --trust " + shell_quote(root()) +
+                     " --server " + est_url(other_, "rogue") + " --dir " + shell_quote(state("rogue")) +
+                     " --max-wait 1s");
   EXPECT_EQ(r.exit_code, 5) << r.output;
   EXPECT_NE(r.output.find("does not chain to the trust anchor"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(state("rogue") + "/current"));
@@ -511,7 +458,7 @@ TEST_F(Agent, FleetOfTwentyDevicesEnrollsAndReenrolls) {
   fs::create_directories(reel);
   for (std::size_t i = 20; i < 40; ++i) fs::copy_file(chip(i), reel + "/" + r2_[i] + ".json");
   const auto r = run(agent() + " fleet --reel " + shell_quote(reel) + " --trust " + shell_quote(root()) +
-                     " --server " + server_.url("option2") +
+                     " --server " + est_url(server_, "option2") +
                      " --count 20 --concurrency 8 --reenroll-fraction 0.25" + " --progress never");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("devices 20  enrolled 20  re-enrolled 5  failed 0"), std::string::npos) << r.output;
@@ -519,7 +466,7 @@ TEST_F(Agent, FleetOfTwentyDevicesEnrollsAndReenrolls) {
   // Once more: every device is enrolled and its BC revoked, so each new key is refused (403), and
   // the report groups them by problem code.
   const auto again = run(agent() + " fleet --reel " + shell_quote(reel) + " --trust " + shell_quote(root()) +
-                         " --server " + server_.url("option2") + " --progress never");
+                         " --server " + est_url(server_, "option2") + " --progress never");
   EXPECT_EQ(again.exit_code, 1) << again.output;
   EXPECT_NE(again.output.find("enrolled 0"), std::string::npos) << again.output;
   EXPECT_NE(again.output.find("bc-revoked=20"), std::string::npos) << again.output;
@@ -558,7 +505,7 @@ TEST_F(Agent, EnrollsAndReenrollsWithKeysInAPkcs11Token) {
   r = run(env + agent() + " enroll --bc " + shell_quote(hsm + "/bc.pem") + " --bc-key " +
           shell_quote("pkcs11:token=device;object=bc;type=private" + mp) +
           " --pin-source env:DEVICE_PIN --key " + shell_quote("pkcs11:token=device" + mp) + " --trust " +
-          shell_quote(root()) + " --server " + server_.url("option2") + " --dir " +
+          shell_quote(root()) + " --server " + est_url(server_, "option2") + " --dir " +
           shell_quote(state("hsm")) + " --max-wait 5s");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto cur = state("hsm") + "/current";

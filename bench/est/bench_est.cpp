@@ -18,13 +18,10 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -38,6 +35,7 @@
 #include "hallmark/device/fleet.hpp"
 #include "hallmark/x509/certificate.hpp"
 #include "process.hpp"
+#include "serve_process.hpp"
 
 namespace {
 
@@ -79,7 +77,8 @@ X509* make_cert(const char* cn, EVP_PKEY* key, X509* issuer, EVP_PKEY* issuer_ke
   X509_set_version(x, X509_VERSION_3);
   ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
   X509_NAME* name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("Bench"), -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("Bench"), -1, -1,
+                             0);
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn), -1, -1, 0);
   X509_set_issuer_name(x, issuer != nullptr ? X509_get_subject_name(issuer) : name);
   X509_gmtime_adj(X509_getm_notBefore(x), -3600);
@@ -158,10 +157,10 @@ double baseline_once(const Pki& pki, SSL_CTX* server_ctx, SSL_CTX* client_ctx, l
   X509_set_pubkey(idc, key);
   X509V3_CTX ctx;
   X509V3_set_ctx(&ctx, pki.ca, idc, nullptr, nullptr, 0);
-  for (const auto& [nid, value] : {std::pair{NID_basic_constraints, "critical,CA:FALSE"},
-                                   std::pair{NID_key_usage, "critical,digitalSignature"},
-                                   std::pair{NID_ext_key_usage, "clientAuth"},
-                                   std::pair{NID_authority_key_identifier, "keyid"}}) {
+  for (const auto& [nid, value] :
+       {std::pair{NID_basic_constraints, "critical,CA:FALSE"},
+        std::pair{NID_key_usage, "critical,digitalSignature"}, std::pair{NID_ext_key_usage, "clientAuth"},
+        std::pair{NID_authority_key_identifier, "keyid"}}) {
     X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
     X509_add_ext(idc, ext, -1);
     X509_EXTENSION_free(ext);
@@ -202,7 +201,8 @@ double baseline_us(std::size_t iterations) {
   X509_STORE_add_cert(SSL_CTX_get_cert_store(client), pki.ca);
   SSL_CTX_set_verify(client, SSL_VERIFY_PEER, nullptr);
   double total = 0;
-  for (std::size_t i = 0; i < iterations; ++i) total += baseline_once(pki, server, client, 1000 + static_cast<long>(i));
+  for (std::size_t i = 0; i < iterations; ++i)
+    total += baseline_once(pki, server, client, 1000 + static_cast<long>(i));
   SSL_CTX_free(server);
   SSL_CTX_free(client);
   return total / static_cast<double>(iterations);
@@ -256,47 +256,19 @@ Setup set_up(const fs::path& dir, std::size_t devices, const std::vector<std::si
     Level l;
     l.concurrency = c;
     l.reel = (dir / ("reel-" + std::to_string(c))).string();
-    sh(vendor + "provision --mode bc --count " + std::to_string(devices) + " --part-number BENCH-1 --reel BENCH-" +
-       std::to_string(c) + " --out " + shell_quote(l.reel));
-    sh(oem + "manifest import " + shell_quote(l.reel + "/BENCH-" + std::to_string(c) + ".json") + " --signers " +
-       d + "/signers --vendor-roots " + d + "/roots");
-    for (const auto& e : fs::directory_iterator(fs::path(l.reel) / "chips")) csv += e.path().stem().string() + "\n";
+    sh(vendor + "provision --mode bc --count " + std::to_string(devices) +
+       " --part-number BENCH-1 --reel BENCH-" + std::to_string(c) + " --out " + shell_quote(l.reel));
+    sh(oem + "manifest import " + shell_quote(l.reel + "/BENCH-" + std::to_string(c) + ".json") +
+       " --signers " + d + "/signers --vendor-roots " + d + "/roots");
+    for (const auto& e : fs::directory_iterator(fs::path(l.reel) / "chips"))
+      csv += e.path().stem().string() + "\n";
     s.levels.push_back(l);
   }
   std::ofstream(dir / "mount.csv") << csv;
   sh(oem + "device mount --from-csv " + d + "/mount.csv --station bench");
-  std::ofstream(fs::path(s.home) / "hallmark.toml", std::ios::app) << R"(
-[est]
-default_alias = "bench"
-
-[est.alias.bench]
-ca = "idc"
-enroll_anchors = ["vendor-bc"]
-after_issue = "revoke-bc"
-)";
+  std::ofstream(fs::path(s.home) / "hallmark.toml", std::ios::app)
+      << testing::default_alias_config("bench", "vendor-bc");
   return s;
-}
-
-pid_t start_server(const Setup& s, int& port) {
-  const std::string port_file = (s.dir / "port").string();
-  const std::string log_file = (s.dir / "serve.log").string();
-  const pid_t pid = fork();
-  if (pid < 0) die("fork");
-  if (pid == 0) {
-    if (std::freopen(log_file.c_str(), "w", stderr) == nullptr) _exit(127);
-    execl(HALLMARK_CLI, HALLMARK_CLI, "--home", s.home.c_str(), "serve", "--listen", "127.0.0.1", "--port", "0",
-          "--port-file", port_file.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  for (int i = 0; i < 600; ++i) {
-    std::ifstream in(port_file);
-    if (in >> port && port > 0) return pid;
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) die("hallmark serve exited; see " + log_file);
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  kill(pid, SIGKILL);
-  die("hallmark serve did not start");
 }
 
 }  // namespace
@@ -325,25 +297,31 @@ int main(int argc, char** argv) {
 
   const fs::path dir = fs::temp_directory_path() / ("hallmark-bench-est-" + std::to_string(getpid()));
   fs::create_directories(dir);
-  std::printf("setting up: PKI home, vendor station, %zu reels of %zu chips, import, mount...\n", levels.size(),
-              devices);
+  std::printf("setting up: PKI home, vendor station, %zu reels of %zu chips, import, mount...\n",
+              levels.size(), devices);
   std::fflush(stdout);
   const Setup setup = set_up(dir, devices, levels);
-  int port = 0;
-  const pid_t server = start_server(setup, port);
+  testing::ServeProcess serve;
+  if (const auto error = serve.start(setup.home, dir.string(), {}, {"--listen", "127.0.0.1"});
+      !error.empty()) {
+    serve.kill();
+    die(error);
+  }
+  const pid_t server = serve.pid();
   const auto root = x509::Certificate::load(setup.home + "/ca/root/cert.pem");
   if (!root) die(root.error().detail);
 
   const double base = baseline_us(std::min<std::size_t>(devices, 500));
-  std::printf("\nbaseline  bare OpenSSL: mTLS 1.3 handshake + CSR check + sign + PKCS#7, server thread CPU %.0f us\n",
-              base);
-  std::printf("\n%-12s %10s %14s %12s %10s %10s %8s\n", "concurrency", "devices", "enrollments/s", "server us",
-              "ratio", "p50 ms", "p99 ms");
+  std::printf(
+      "\nbaseline  bare OpenSSL: mTLS 1.3 handshake + CSR check + sign + PKCS#7, server thread CPU %.0f us\n",
+      base);
+  std::printf("\n%-12s %10s %14s %12s %10s %10s %8s\n", "concurrency", "devices", "enrollments/s",
+              "server us", "ratio", "p50 ms", "p99 ms");
   bool ok = true;
   for (const auto& l : setup.levels) {
     device::FleetOptions o;
     o.reel = l.reel;
-    o.server = *device::ServerUrl::parse("https://127.0.0.1:" + std::to_string(port) + "/.well-known/est/bench");
+    o.server = *device::ServerUrl::parse(serve.url("/.well-known/est/bench"));
     o.trust = {*root};
     o.concurrency = l.concurrency;
     o.progress = ProgressBar::Mode::never;
@@ -361,10 +339,9 @@ int main(int argc, char** argv) {
     if (per / base > 1.3) ok = false;
     if (l.concurrency == 64 && report->p99_ms >= 50) ok = false;
   }
-  std::printf("\ntargets: server CPU per enrollment <= 1.3 x baseline; p99 < 50 ms at 64 concurrent devices\n");
-  kill(server, SIGTERM);
-  int status = 0;
-  waitpid(server, &status, 0);
+  std::printf(
+      "\ntargets: server CPU per enrollment <= 1.3 x baseline; p99 < 50 ms at 64 concurrent devices\n");
+  serve.stop();
   if (keep) {
     std::printf("kept %s\n", dir.c_str());
   } else {

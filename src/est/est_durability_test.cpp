@@ -19,23 +19,8 @@ namespace {
 namespace fs = std::filesystem;
 using namespace hallmark::testing;
 
-constexpr const char* kServeConfig = R"(
-[server]
-listen = "127.0.0.1"
-port = 0
-threads = 2
-handler_threads = 8
-drain_delay = "0"
-drain_timeout = "5s"
-
-[est]
-default_alias = "widget"
-
-[est.alias.widget]
-ca = "idc"
-enroll_anchors = ["bc"]
-after_issue = "revoke-bc"
-)";
+const std::string kServeConfig = server_config(2, 8) + "drain_delay = \"0\"\ndrain_timeout = \"5s\"\n" +
+                                 default_alias_config("widget", "bc");
 
 // A device ready to enroll: its BC (in the inventory, mounted), a new key and the CSR for it.
 struct Enrollee {
@@ -65,22 +50,18 @@ class Fleet : public ::testing::Test {
 
   // hallmark init (with --db when given), the serve configuration, the test's own store handle.
   void init_home(const std::string& db_url) {
-    const auto db = db_url.empty() ? std::string() : " --db " + shell_quote(db_url);
-    const auto r = run(std::string(HALLMARK_CLI) + " --home " + shell_quote(home()) + db +
-                       " init --org 'Acme Devices' --product 'Acme Widget'");
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-    std::ofstream(home() + "/hallmark.toml", std::ios::app) << kServeConfig;
+    testing::init_home(home(), kServeConfig, db_url.empty() ? std::string() : " --db " + shell_quote(db_url));
+    ASSERT_FALSE(HasFatalFailure());
     db_ = db_url;
-    auto s = store::open_store(db_url.empty() ? "sqlite:" + home() + "/hallmark.db" : db_url);
-    ASSERT_TRUE(s) << s.error().detail;
-    store_ = std::move(*s);
-    ASSERT_TRUE(store_->migrate());
+    store_ = open_migrated_store(db_url.empty() ? "sqlite:" + home() + "/hallmark.db" : db_url);
+    ASSERT_NE(store_, nullptr);
   }
 
   ServeProcess& start_server() {
     servers_.push_back(std::make_unique<ServeProcess>());
     auto& s = *servers_.back();
-    s.start(home(), dir(), db_.empty() ? std::vector<std::string>{} : std::vector<std::string>{"--db", db_});
+    start_serve(s, home(), dir(),
+                db_.empty() ? std::vector<std::string>{} : std::vector<std::string>{"--db", db_});
     return s;
   }
 

@@ -1,9 +1,6 @@
 // End to end behind a real nginx: `hallmark init`, `hallmark proxy issue-cert`, `hallmark serve` on
 // 127.0.0.1 port 0 trusting the proxy's CA, `hallmark proxy nginx-config` for the server block, and
 // nginx started on a free loopback port from that configuration. Devices are curl + openssl.
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -17,20 +14,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace hallmark::testing;
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-    port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
-}
 
 std::string nginx_binary() {
   for (const char* p : {"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"}) {
@@ -64,32 +47,16 @@ class Proxy : public ::testing::Test {
     r = cli("proxy issue-cert");
     ASSERT_EQ(r.exit_code, 0) << r.output;
     ASSERT_NE(r.output.find("trusted_cas = [\"proxy\"]"), std::string::npos) << r.output;
-    std::ofstream(home() + "/hallmark.toml", std::ios::app) << R"(
-[server]
-listen = "127.0.0.1"
-port = 0
-threads = 1
-handler_threads = 2
-drain_delay = "0"
+    std::ofstream(home() + "/hallmark.toml", std::ios::app) << server_config(1, 2) << R"(drain_delay = "0"
 drain_timeout = "5s"
 
 [server.proxy]
 trusted_cas = ["proxy"]
-
-[est]
-default_alias = "widget"
-
-[est.alias.widget]
-ca = "idc"
-enroll_anchors = ["bc"]
-after_issue = "revoke-bc"
-)";
-    auto s = store::open_store("sqlite:" + home() + "/hallmark.db");
-    ASSERT_TRUE(s) << s.error().detail;
-    store_ = s->release();
-    ASSERT_TRUE(store_->migrate());
+)" << default_alias_config("widget", "bc");
+    store_ = open_migrated_store("sqlite:" + home() + "/hallmark.db").release();
+    ASSERT_NE(store_, nullptr);
     serve_ = new ServeProcess();
-    serve_->start(home(), dir_->path().string());
+    start_serve(*serve_, home(), dir_->path().string());
     if (::testing::Test::HasFatalFailure()) return;
 
     nginx_port_ = free_port();
@@ -129,7 +96,9 @@ after_issue = "revoke-bc"
   }
 
   static void TearDownTestSuite() {
-    delete nginx_;  // SIGKILL and reap
+    // SIGTERM: nginx's master stops its workers (a SIGKILL would leave them running), then reap.
+    if (nginx_ != nullptr) nginx_->stop();
+    delete nginx_;
     nginx_ = nullptr;
     delete serve_;
     serve_ = nullptr;

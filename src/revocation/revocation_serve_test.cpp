@@ -2,42 +2,19 @@
 // tools nobody here wrote: `openssl ocsp` (good, revoked after `hallmark cert revoke`, unknown, nonce,
 // the delegated responder's signature), `openssl crl -text` and `openssl verify -crl_check` on the
 // published CRLs, and curl for enrollment and the HTTP headers. Devices enroll over EST with curl.
-#include <fcntl.h>
-#include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "hallmark/ca/issuer.hpp"
-#include "hallmark/ca/profile.hpp"
-#include "hallmark/crypto/digest.hpp"
-#include "hallmark/crypto/key.hpp"
-#include "hallmark/inventory/devices.hpp"
-#include "hallmark/store/store.hpp"
-#include "process.hpp"
+#include "serve_harness.hpp"
 
 namespace hallmark {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::run;
-using testing::shell_quote;
-
-std::string slurp(const std::string& path) {
-  auto t = read_text_file(path);
-  return t ? *t : std::string();
-}
-
-void spit(const std::string& path, std::string_view text) {
-  ASSERT_TRUE(write_file_atomic(path, as_bytes(text)));
-}
+using namespace hallmark::testing;
 
 bool contains(const std::string& haystack, std::string_view needle) {
   return haystack.find(needle) != std::string::npos;
@@ -45,26 +22,9 @@ bool contains(const std::string& haystack, std::string_view needle) {
 
 class RevocationServe : public ::testing::Test {
  protected:
-  struct Device {
-    std::string unique_id;
-    std::string ukid;
-    std::string key;    // PEM file of the BC key
-    std::string chain;  // PEM file: BC then the BC CA
-    std::string bc_serial;
-  };
-
   static void SetUpTestSuite() {
-    dir_ = new testing::TempDir("hallmark-revocation");
-    const auto r = run(std::string(HALLMARK_CLI) + " --home " + shell_quote(home()) +
-                       " init --org 'Acme Devices' --product 'Acme Widget'");
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-    std::ofstream(home() + "/hallmark.toml", std::ios::app) << R"(
-[server]
-listen = "127.0.0.1"
-port = 0
-threads = 1
-handler_threads = 2
-
+    dir_ = new TempDir("hallmark-revocation");
+    init_home(home(), server_config(1, 2) + R"(
 [revocation]
 listen = "127.0.0.1"
 port = 0
@@ -75,47 +35,25 @@ crl_interval = "1h"
 next_update = "1d"
 ocsp_validity = "10m"
 crl_reload_command = "touch reloaded.flag"
-)";
-    auto s = store::open_store("sqlite:" + home() + "/hallmark.db");
-    ASSERT_TRUE(s) << s.error().detail;
-    store_ = s->release();
-    ASSERT_TRUE(store_->migrate());
+)");
+    ASSERT_FALSE(HasFatalFailure());
+    store_ = open_migrated_store("sqlite:" + home() + "/hallmark.db").release();
+    ASSERT_NE(store_, nullptr);
     setup_option1();
-    start_server();
+    // The reload command runs in the home (a relative path above).
+    const auto rport_file = tmp("rport");
+    serve_ = new ServeProcess();
+    start_serve(*serve_, home(), dir(), {}, {"--revocation-port-file", rport_file}, home());
+    if (HasFatalFailure()) return;
+    rport_ = std::stoi(slurp(rport_file));
   }
 
   static void TearDownTestSuite() {
-    stop_server();
+    delete serve_;
+    serve_ = nullptr;
     delete store_;
     store_ = nullptr;
     delete dir_;
-  }
-
-  static void start_server() {
-    const auto port_file = tmp("port");
-    const auto rport_file = tmp("rport");
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const int fd = ::open(log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      // The reload command runs in the home (relative path above).
-      if (::chdir(home().c_str()) != 0) ::_exit(126);
-      ::execl(HALLMARK_CLI, "hallmark", "--home", home().c_str(), "serve", "--port-file", port_file.c_str(),
-              "--revocation-port-file", rport_file.c_str(), nullptr);
-      ::_exit(127);
-    }
-    for (int i = 0; i < 600 && !fs::exists(port_file); ++i) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        FAIL() << "hallmark serve exited early:\n" << slurp(log_path());
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ASSERT_TRUE(fs::exists(port_file)) << "no port file after 60 s:\n" << slurp(log_path());
-    port_ = std::stoi(slurp(port_file));
-    rport_ = std::stoi(slurp(rport_file));
   }
 
   // Option 1: the vendor holds the IDC sub-CA key, provisions IDCs, and issues the OEM a delegated
@@ -148,29 +86,10 @@ crl_reload_command = "touch reloaded.flag"
     step(cli("ocsp install --ca vendor-idc --cert " + shell_quote(tmp("delegate.pem"))));
   }
 
-  static int stop_server() {
-    if (pid_ <= 0) return -1;
-    ::kill(pid_, SIGTERM);
-    for (int i = 0; i < 150; ++i) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-    return -1;
-  }
-
   static std::string home() { return (dir_->path() / "home").string(); }
   static std::string tmp(const std::string& name) { return (dir_->path() / name).string(); }
-  static std::string log_path() { return tmp("serve.log"); }
-  static std::string url(const std::string& path) {
-    return "https://127.0.0.1:" + std::to_string(port_) + path;
-  }
+  static std::string dir() { return dir_->path().string(); }
+  static std::string url(const std::string& path) { return serve_->url(path); }
   static std::string http_url(const std::string& path) {
     return "http://127.0.0.1:" + std::to_string(rport_) + path;
   }
@@ -178,81 +97,19 @@ crl_reload_command = "touch reloaded.flag"
     return std::string(HALLMARK_CLI) + " --home " + shell_quote(home()) + " " + args;
   }
 
-  // A birth certificate under the home's BC CA, imported and mounted.
-  static Device make_device() {
-    Device d;
-    d.unique_id = "01" + to_hex(crypto::random_bytes(8));
-    const auto passphrase = "file:" + home() + "/secrets/ca-passphrase";
-    auto ca_key = crypto::load_private_key(home() + "/ca/bc/key.pem", passphrase);
-    EXPECT_TRUE(ca_key) << ca_key.error().detail;
-    auto ca_cert = x509::Certificate::load(home() + "/ca/bc/cert.pem");
-    auto profile = ca::Profile::load(home() + "/profiles/bc.toml");
-    EXPECT_TRUE(profile) << profile.error().detail;
-    const SystemClock clock;
-    const ca::Issuer issuer(*ca_cert, std::make_shared<const crypto::FileSigner>(*ca_key, "bc"), clock);
-    auto key = *crypto::PrivateKey::generate(crypto::KeyType::ec_p256);
-    auto bc = issuer.issue(
-        ca::IssueRequest{key.public_key(), {{"org", "Acme Devices"}, {"hw_serial", d.unique_id}}, {}, {}},
-        *profile);
-    EXPECT_TRUE(bc) << bc.error().detail;
-    d.ukid = bc->public_key().sha256_hex();
-    d.bc_serial = bc->serial_hex();
-    d.key = tmp(d.unique_id + ".key");
-    d.chain = tmp(d.unique_id + ".chain.pem");
-    EXPECT_TRUE(crypto::save_private_key(d.key, key));
-    spit(d.chain, bc->to_pem() + ca_cert->to_pem());
-
-    store::ManifestImport mi;
-    mi.manifest.format = "hallmark";
-    mi.manifest.signer = "test";
-    mi.manifest.sha256 = to_hex(crypto::random_bytes(32));
-    mi.manifest.entry_count = 1;
-    mi.manifest.imported_at = clock.now();
-    store::DeviceRecord r;
-    r.vendor_unique_id = d.unique_id;
-    r.ukid = d.ukid;
-    r.bc_der = bc->to_der();
-    r.bc_sha256 = bc->fingerprint_sha256_hex();
-    r.bc_issuer = bc->issuer().to_string();
-    mi.devices.push_back(r);
-    mi.audit =
-        store::AuditEvent{clock.now(), "test", "manifest-import", "test", store::Outcome::accepted, "", ""};
-    EXPECT_TRUE(store_->import_manifest(mi));
-    inventory::MountRequest req;
-    req.unique_id = d.unique_id;
-    const auto out = inventory::mount_device(*store_, req, inventory::MountOptions{});
-    EXPECT_EQ(out.status, inventory::MountStatus::mounted) << out.reason;
-    return d;
-  }
-
-  static std::string new_key_file() {
-    const auto path = tmp("key-" + to_hex(crypto::random_bytes(4)) + ".pem");
-    EXPECT_EQ(run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " + shell_quote(path))
-                  .exit_code,
-              0);
-    return path;
-  }
+  static Device make_device() { return testing::make_device(*store_, home(), dir()); }
 
   // Enrolls `d` over EST with curl (the default alias: the BC is revoked after issuance); the IDC's
   // PEM file, its device key in `key_out`.
   static std::string enroll(const Device& d, std::string* key_out = nullptr) {
-    const auto device_key = new_key_file();
-    const auto der = tmp("csr-" + to_hex(crypto::random_bytes(4)) + ".der");
-    auto r =
-        run("openssl req -new -key " + shell_quote(device_key) + " -subj " +
-            shell_quote("/serialNumber=" + d.ukid + "/CN=widget") + " -outform DER -out " + shell_quote(der) +
-            " && openssl base64 -in " + shell_quote(der) + " -out " + shell_quote(der + ".b64"));
-    EXPECT_EQ(r.exit_code, 0) << r.output;
-    const auto body = tmp("p7-" + to_hex(crypto::random_bytes(4)) + ".b64");
-    r = run("curl -sS --fail --max-time 30 --cacert " + shell_quote(home() + "/ca/root/cert.pem") +
-            " --cert " + shell_quote(d.chain) + " --key " + shell_quote(d.key) +
-            " -H 'Content-Type: application/pkcs10' --data-binary @" + shell_quote(der + ".b64") + " -o " +
-            shell_quote(body) + " " + shell_quote(url("/.well-known/est/simpleenroll")));
-    EXPECT_EQ(r.exit_code, 0) << r.output << slurp(body);
+    const auto device_key = new_key_file(dir());
+    const auto csr = openssl_csr(dir(), device_key, "/serialNumber=" + d.ukid + "/CN=widget");
+    const auto h = curl(home(), dir(),
+                        "--cert " + shell_quote(d.chain) + " --key " + shell_quote(d.key) + " " +
+                            enroll_body_args(csr) + " " + shell_quote(url("/.well-known/est/simpleenroll")));
+    EXPECT_EQ(h.status, 200) << h.output << h.body;
     const auto idc = tmp(d.unique_id + ".idc.pem");
-    r = run("openssl base64 -d -A -in " + shell_quote(body) +
-            " | openssl pkcs7 -inform DER -print_certs -out " + shell_quote(idc));
-    EXPECT_EQ(r.exit_code, 0) << r.output;
+    spit(idc, certs_of(dir(), h.body));
     if (key_out != nullptr) *key_out = device_key;
     return idc;
   }
@@ -284,16 +141,14 @@ crl_reload_command = "touch reloaded.flag"
     return r;
   }
 
-  static testing::TempDir* dir_;
+  static TempDir* dir_;
   static store::Store* store_;
-  static pid_t pid_;
-  static int port_;
+  static ServeProcess* serve_;
   static int rport_;
 };
-testing::TempDir* RevocationServe::dir_ = nullptr;
+TempDir* RevocationServe::dir_ = nullptr;
 store::Store* RevocationServe::store_ = nullptr;
-pid_t RevocationServe::pid_ = -1;
-int RevocationServe::port_ = 0;
+ServeProcess* RevocationServe::serve_ = nullptr;
 int RevocationServe::rport_ = 0;
 
 TEST_F(RevocationServe, OpensslOcspGoodRevokedUnknownWithNonce) {
@@ -428,7 +283,7 @@ TEST_F(RevocationServe, PublishedCrlsWithOpensslCrlAndVerify) {
           " " + shell_quote(good_idc) + " 2>&1");
   EXPECT_EQ(v.exit_code, 0) << v.output;
   EXPECT_TRUE(fs::exists(home() + "/crl/idc.crl"));
-  EXPECT_TRUE(fs::exists(home() + "/reloaded.flag")) << slurp(log_path());
+  EXPECT_TRUE(fs::exists(home() + "/reloaded.flag")) << serve_->log();
 
   // The BCs revoked after issuance are on the BC CA's CRL, with the good device's too.
   const auto bc_text = until(

@@ -1,16 +1,13 @@
 #pragma once
-// Helpers for end-to-end tests of `hallmark serve` as a real process: start/stop/kill it, make a
-// device whose birth certificate is in the inventory (mounted), and drive it with curl + openssl.
-#include <fcntl.h>
+// Helpers for end-to-end tests of `hallmark serve` as a real process (test/serve_process.hpp): a PKI
+// home from `hallmark init`, a device whose birth certificate is in the inventory, and curl + openssl
+// to drive the server. Header-only; the tests that make devices link the store and inventory.
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "hallmark/ca/issuer.hpp"
@@ -20,132 +17,66 @@
 #include "hallmark/inventory/devices.hpp"
 #include "hallmark/store/store.hpp"
 #include "process.hpp"
+#include "serve_process.hpp"
 
 namespace hallmark::testing {
 
-inline std::string slurp(const std::string& path) {
-  auto t = read_text_file(path);
-  return t ? *t : std::string();
-}
-
+// Writes `text` to `path` (atomically); a fatal test failure if it cannot.
 inline void spit(const std::string& path, std::string_view text) {
   ASSERT_TRUE(write_file_atomic(path, as_bytes(text)));
 }
 
+// `prefix` and 12 random hex digits: a file name no other helper call uses.
 inline std::string random_name(const std::string& prefix) {
   return prefix + to_hex(crypto::random_bytes(6));
 }
 
-// A child process (argv[0] = `program`) with stdout and stderr appended to `log`.
-class Child {
- public:
-  Child() = default;
-  Child(const Child&) = delete;
-  Child& operator=(const Child&) = delete;
-  ~Child() { kill_now(); }
+// `hallmark --home HOME [global] init` for Acme Devices' Acme Widget, then `config` appended to the
+// home's hallmark.toml.
+inline void init_home(const std::string& home, const std::string& config, const std::string& global = {}) {
+  const auto r = run(std::string(HALLMARK_CLI) + " --home " + shell_quote(home) + global +
+                     " init --org 'Acme Devices' --product 'Acme Widget'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ofstream(home + "/hallmark.toml", std::ios::app) << config;
+}
 
-  bool start(const std::string& program, const std::vector<std::string>& args, const std::string& log) {
-    log_ = log;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      std::vector<char*> argv;
-      argv.push_back(const_cast<char*>(program.c_str()));
-      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      ::execv(program.c_str(), argv.data());
-      ::_exit(127);
-    }
-    return pid_ > 0;
+// ServeProcess::start, its error a fatal test failure (callers check HasFatalFailure()).
+inline void start_serve(ServeProcess& serve, const std::string& home, const std::string& dir,
+                        const std::vector<std::string>& global = {},
+                        const std::vector<std::string>& args = {}, const std::string& cwd = {}) {
+  const auto error = serve.start(home, dir, global, args, cwd);
+  ASSERT_TRUE(error.empty()) << error;
+}
+
+// The store at `url` (e.g. "sqlite:HOME/hallmark.db"), migrated, for the test's own reads and devices;
+// null, with a test failure, when it cannot be opened or migrated.
+inline std::unique_ptr<store::Store> open_migrated_store(const std::string& url) {
+  auto s = store::open_store(url);
+  if (!s) {
+    ADD_FAILURE() << s.error().detail;
+    return nullptr;
   }
-
-  [[nodiscard]] bool running() {
-    if (pid_ <= 0) return false;
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return false;
-    }
-    return true;
+  if (!(*s)->migrate()) {
+    ADD_FAILURE() << "cannot migrate " << url;
+    return nullptr;
   }
+  return std::move(*s);
+}
 
-  // SIGTERM (or `sig`), then the exit status; SIGKILL after 15 s (-1).
-  int stop(int sig = SIGTERM) {
-    if (pid_ <= 0) return -1;
-    ::kill(pid_, sig);
-    for (int i = 0; i < 150; ++i) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    kill_now();
-    return -1;
-  }
-
-  void kill_now() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
-  [[nodiscard]] pid_t pid() const { return pid_; }
-  [[nodiscard]] std::string log() const { return slurp(log_); }
-
- private:
-  pid_t pid_ = -1;
-  std::string log_;
-};
-
-// `hallmark serve --port 0 --port-file F`: started, and its port read once it listens.
-class ServeProcess {
- public:
-  // Extra arguments go before "serve" (e.g. --db URL).
-  void start(const std::string& home, const std::string& dir, const std::vector<std::string>& global = {}) {
-    home_ = home;
-    port_file_ = dir + "/" + random_name("port-");
-    log_ = dir + "/" + random_name("serve-") + ".log";
-    std::vector<std::string> args{"--home", home};
-    args.insert(args.end(), global.begin(), global.end());
-    args.insert(args.end(), {"serve", "--port", "0", "--port-file", port_file_});
-    ASSERT_TRUE(child_.start(HALLMARK_CLI, args, log_));
-    for (int i = 0; i < 300 && !std::filesystem::exists(port_file_); ++i) {
-      ASSERT_TRUE(child_.running()) << "hallmark serve exited early:\n" << child_.log();
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ASSERT_TRUE(std::filesystem::exists(port_file_)) << "no port file after 30 s:\n" << child_.log();
-    port_ = std::stoi(slurp(port_file_));
-  }
-  int stop() { return child_.stop(); }
-  void kill() { child_.kill_now(); }
-  [[nodiscard]] bool running() { return child_.running(); }
-  [[nodiscard]] int port() const { return port_; }
-  [[nodiscard]] std::string log() const { return child_.log(); }
-  [[nodiscard]] std::string url(const std::string& path) const {
-    return "https://127.0.0.1:" + std::to_string(port_) + path;
-  }
-
- private:
-  Child child_;
-  std::string home_, port_file_, log_;
-  int port_ = 0;
-};
-
+// A device of the inventory, as the tests hold it.
 struct Device {
   std::string unique_id;
   std::string ukid;
   std::string key;    // PEM file of the BC key
   std::string chain;  // PEM file: BC then the BC CA
+  std::string bc_serial;
   store::Id id = 0;
 };
 
-// A birth certificate under the home's BC CA, imported (as a manifest would be) and mounted.
-inline Device make_device(store::Store& store, const std::string& home, const std::string& dir) {
+// A birth certificate under the home's BC CA, imported (as a manifest would be) and, unless `mount`
+// is false, mounted.
+inline Device make_device(store::Store& store, const std::string& home, const std::string& dir,
+                          bool mount = true) {
   Device d;
   d.unique_id = "01" + to_hex(crypto::random_bytes(8));
   auto ca_key = crypto::load_private_key(home + "/ca/bc/key.pem", "file:" + home + "/secrets/ca-passphrase");
@@ -162,6 +93,7 @@ inline Device make_device(store::Store& store, const std::string& home, const st
       *profile);
   EXPECT_TRUE(bc) << bc.error().detail;
   d.ukid = bc->public_key().sha256_hex();
+  d.bc_serial = bc->serial_hex();
   d.key = dir + "/" + d.unique_id + ".key";
   d.chain = dir + "/" + d.unique_id + ".chain.pem";
   EXPECT_TRUE(crypto::save_private_key(d.key, key));
@@ -184,6 +116,7 @@ inline Device make_device(store::Store& store, const std::string& home, const st
       store::AuditEvent{clock.now(), "test", "manifest-import", "test", store::Outcome::accepted, "", ""};
   EXPECT_TRUE(store.import_manifest(mi));
   d.id = store.find_device_by_unique_id(d.unique_id)->id;
+  if (!mount) return d;
   inventory::MountRequest req;
   req.unique_id = d.unique_id;
   const auto out = inventory::mount_device(store, req, inventory::MountOptions{});
@@ -191,6 +124,7 @@ inline Device make_device(store::Store& store, const std::string& home, const st
   return d;
 }
 
+// A curl answer.
 struct Http {
   int status = 0;  // 0: no answer (connection refused, reset, timeout)
   std::string headers;
@@ -218,6 +152,7 @@ inline Http curl(const std::string& home, const std::string& dir, const std::str
   return h;
 }
 
+// A new P-256 key (openssl genpkey), PEM in a file in `dir`.
 inline std::string new_key_file(const std::string& dir) {
   const auto path = dir + "/" + random_name("key-") + ".pem";
   EXPECT_EQ(run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " + shell_quote(path))
@@ -238,6 +173,7 @@ inline std::string openssl_csr(const std::string& dir, const std::string& key_fi
   return b64;
 }
 
+// curl's arguments to POST a base64 PKCS#10 file as an EST enrollment body.
 inline std::string enroll_body_args(const std::string& b64_file) {
   return "-H 'Content-Type: application/pkcs10' --data-binary @" + shell_quote(b64_file);
 }
@@ -273,6 +209,7 @@ inline std::string renewal_config(const std::string& dir, const x509::Certificat
   return conf;
 }
 
+// The value of header `name` (any case) in curl's -D output; empty when absent.
 inline std::string header_value(const std::string& headers, const std::string& name) {
   std::string lower_headers = headers;
   std::string lower_name = name + ":";
