@@ -92,6 +92,15 @@ class Child {
     return -1;
   }
 
+  // Waits for the child to exit on its own; its exit status (128 + signal when killed).
+  int wait() {
+    if (pid_ <= 0) return -1;
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
   void kill_now() {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGKILL);
@@ -112,16 +121,18 @@ class Child {
 class ServeProcess {
  public:
   // Empty on success, else what went wrong (with the server's log). Waits up to 60 s. `global` goes
-  // before "serve" (e.g. {"--db", url}), `serve` after it; `cwd` is the server's working directory.
+  // before "serve" (e.g. {"--db", url}), `serve` after it; `cwd` is the server's working directory;
+  // `port` 0 is any free port (a restart passes the port it had).
   [[nodiscard]] std::string start(const std::string& home, const std::string& dir,
                                   const std::vector<std::string>& global = {},
-                                  const std::vector<std::string>& serve = {}, const std::string& cwd = {}) {
+                                  const std::vector<std::string>& serve = {}, const std::string& cwd = {},
+                                  int port = 0) {
     const auto tag = std::to_string(std::random_device{}());
     port_file_ = dir + "/port-" + tag;
     log_ = dir + "/serve-" + tag + ".log";
     std::vector<std::string> args{"--home", home};
     args.insert(args.end(), global.begin(), global.end());
-    args.insert(args.end(), {"serve", "--port", "0", "--port-file", port_file_});
+    args.insert(args.end(), {"serve", "--port", std::to_string(port), "--port-file", port_file_});
     args.insert(args.end(), serve.begin(), serve.end());
     if (!child_.start(HALLMARK_CLI, args, log_, cwd)) return "fork failed";
     for (int i = 0; i < 600 && !std::filesystem::exists(port_file_); ++i) {

@@ -12,7 +12,9 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "hallmark/core/bytes.hpp"
@@ -470,6 +472,78 @@ TEST_F(Agent, FleetOfTwentyDevicesEnrollsAndReenrolls) {
   EXPECT_EQ(again.exit_code, 1) << again.output;
   EXPECT_NE(again.output.find("enrolled 0"), std::string::npos) << again.output;
   EXPECT_NE(again.output.find("bc-revoked=20"), std::string::npos) << again.output;
+}
+
+// Fault injection: the server is SIGKILLed and restarted on its port while a fleet of 1,000 devices
+// enrolls. Devices whose connection broke retry (the fleet's backoff spans the restart); a device
+// whose IDC was committed but never delivered asks again with the same key and gets the same IDC.
+// Every device ends with exactly one good IDC in the server's database.
+TEST_F(Agent, AFleetOfAThousandSurvivesTheServerKilledAndRestarted) {
+  constexpr std::size_t kDevices = 1000;
+  const auto must = [](const std::string& cmd) {
+    const auto r = run(cmd);
+    ASSERT_EQ(r.exit_code, 0) << cmd << "\n" << r.output;
+  };
+  const auto reel = w() + "/r9";
+  must(vendor() + " provision --mode bc --count " + std::to_string(kDevices) +
+       " --part-number ATECC608B-TFLXTLS --reel R9 --out " + shell_quote(reel));
+  must(oem() + " manifest import " + shell_quote(reel + "/R9.json") + " --signers " +
+       shell_quote(w() + "/signers") + " --vendor-roots " + shell_quote(w() + "/roots"));
+  std::string csv = "unique_id\n";
+  for (const auto& e : nlohmann::json::parse(slurp(reel + "/R9.json")))
+    csv += e["header"]["uniqueId"].get<std::string>() + "\n";
+  ASSERT_TRUE(write_file_atomic(w() + "/r9.csv", as_bytes(csv)));
+  must(oem() + " device mount --from-csv " + shell_quote(w() + "/r9.csv") + " --station line-9");
+
+  const auto good_idcs = [] {
+    const auto r = run(oem() + " cert list --ca idc --state good --limit 1000000 --json");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::map<std::string, std::string> by_serial;  // serial -> subject
+    for (const auto& c : nlohmann::json::parse(r.output, nullptr, false))
+      by_serial[c["serial"].get<std::string>()] = c["subject"].get<std::string>();
+    return by_serial;
+  };
+  const auto before = good_idcs();
+
+  testing::Child fleet;
+  const std::string log = w() + "/fleet-r9.log";
+  ASSERT_TRUE(
+      fleet.start(agent(),
+                  {"fleet", "--reel", reel, "--trust", root(), "--server", est_url(server_, "option2"),
+                   "--concurrency", "16", "--attempts", "9", "--progress", "never"},
+                  log));
+  // Kill the server once enrollments are under way, then bring it back on the same port.
+  const auto enrolled_so_far = [&] { return good_idcs().size() - before.size(); };
+  for (int i = 0; i < 600 && enrolled_so_far() < 50; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto at_kill = enrolled_so_far();
+  ASSERT_GE(at_kill, 50u) << "the fleet made no progress:\n" << fleet.log();
+  ASSERT_LT(at_kill, kDevices) << "the fleet finished before the server could be killed";
+  const int port = server_.port();
+  server_.kill();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_EQ(server_.start(home(), w() + "/srv-a", {}, {}, {}, port), "");
+  const int exit_code = fleet.wait();
+  const std::string report = fleet.log();
+  EXPECT_EQ(exit_code, 0) << report;
+  EXPECT_NE(report.find("devices " + std::to_string(kDevices) + "  enrolled " + std::to_string(kDevices)),
+            std::string::npos)
+      << report;
+  EXPECT_NE(report.find("failed 0"), std::string::npos) << report;
+  EXPECT_EQ(report.find("retries 0 "), std::string::npos) << "the kill broke no enrollment?\n" << report;
+
+  // Exactly one good IDC per device: 1,000 new certificates, 1,000 distinct subjects (each carries
+  // its device's UKID).
+  const auto after = good_idcs();
+  std::set<std::string> subjects;
+  std::size_t added = 0;
+  for (const auto& [serial, subject] : after) {
+    if (before.contains(serial)) continue;
+    ++added;
+    subjects.insert(subject);
+  }
+  EXPECT_EQ(added, kDevices) << "killed at " << at_kill << " enrollments";
+  EXPECT_EQ(subjects.size(), kDevices);
 }
 
 // SoftHSM2 stands in for the secure element: the chip's BC key is imported into a token, the agent
