@@ -57,7 +57,8 @@ std::string toml_string(std::string_view s) {
 Result<Config> Config::parse_toml(std::string_view text, std::string_view origin) {
   const auto root = HM_TRY(parse_toml_text(text, origin));
   // [server], [http] and [est.*] belong to `hallmark serve`, which validates them itself.
-  HM_TRY_VOID(reject_unknown(root, {"pki", "database", "server", "http", "est", "crl", "ocsp", "revocation"}, origin));
+  HM_TRY_VOID(reject_unknown(root, {"pki", "database", "server", "http", "est", "crl", "ocsp", "revocation"},
+                             origin));
   Config c;
   if (const auto* node = root.get("pki")) {
     const auto* pki = node->as_table();
