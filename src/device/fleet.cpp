@@ -39,6 +39,8 @@ struct Device {
   double enroll_ms = 0;
   double reenroll_ms = 0;
   int retries = 0;
+  Clock::time_point began{};
+  Clock::time_point ended{};
 };
 
 struct Shared {
@@ -150,7 +152,7 @@ asio::awaitable<Result<std::vector<x509::Certificate>>> exchange(Shared& s, Devi
   co_return std::unexpected(last);
 }
 
-asio::awaitable<void> play(Shared& s, Device& d, bool reenroll) {
+asio::awaitable<void> play_flow(Shared& s, Device& d, bool reenroll) {
   const auto t0 = Clock::now();
   std::string reason;
   auto answer = co_await exchange(s, d, d.bc, false, *d.key, nullptr, reason);
@@ -177,6 +179,12 @@ asio::awaitable<void> play(Shared& s, Device& d, bool reenroll) {
   d.reenroll_ms = std::chrono::duration<double, std::milli>(Clock::now() - t1).count();
 }
 
+asio::awaitable<void> play(Shared& s, Device& d, bool reenroll) {
+  d.began = Clock::now();
+  co_await play_flow(s, d, reenroll);
+  d.ended = Clock::now();
+}
+
 bool reenrolls(std::size_t i, double fraction) {
   return std::floor(static_cast<double>(i + 1) * fraction) > std::floor(static_cast<double>(i) * fraction);
 }
@@ -188,6 +196,13 @@ asio::awaitable<void> worker(Shared& s) {
     co_await play(s, s.devices[i], reenrolls(i, s.options.reenroll_fraction));
     s.progress.add();
   }
+}
+
+// The seed's option a chip mode plays: BC enrollment is Option 2, BC + UKID secret is Option 3.
+std::string option_of(const std::string& mode) {
+  if (mode == "bc") return "option 2";
+  if (mode == "bc-secret") return "option 3";
+  return "option ?";
 }
 
 double percentile(std::vector<double> v, double p) {
@@ -292,9 +307,16 @@ Result<FleetReport> run_fleet(const FleetOptions& o) {
   r.seconds = seconds;
   std::vector<double> enroll_ms;
   std::vector<double> reenroll_ms;
+  std::map<std::string, std::pair<Clock::time_point, Clock::time_point>> spans;  // per mode
   for (const auto& d : devices) {
     auto& m = r.by_mode[d.chip.mode];
     ++m.devices;
+    auto [span, first] = spans.try_emplace(d.chip.mode, d.began, d.ended);
+    if (!first) {
+      span->second.first = std::min(span->second.first, d.began);
+      span->second.second = std::max(span->second.second, d.ended);
+    }
+    if (d.reenrolled) ++m.reenrolled;
     r.retries += static_cast<std::size_t>(d.retries);
     if (d.enrolled) {
       ++r.enrolled;
@@ -312,6 +334,11 @@ Result<FleetReport> run_fleet(const FleetOptions& o) {
     }
   }
   r.enrollments_per_second = seconds > 0 ? static_cast<double>(r.enrolled + r.reenrolled) / seconds : 0;
+  for (auto& [mode, m] : r.by_mode) {
+    const auto& [began, ended] = spans.at(mode);
+    m.seconds = std::chrono::duration<double>(ended - began).count();
+    m.enrollments_per_second = m.seconds > 0 ? static_cast<double>(m.enrolled + m.reenrolled) / m.seconds : 0;
+  }
   r.p50_ms = percentile(enroll_ms, 0.50);
   r.p90_ms = percentile(enroll_ms, 0.90);
   r.p99_ms = percentile(enroll_ms, 0.99);
@@ -332,13 +359,16 @@ std::string FleetReport::to_text() const {
     out += fmt::format("reenroll latency ms  p50 {:.1f}  p90 {:.1f}  p99 {:.1f}\n", reenroll_p50_ms,
                        reenroll_p90_ms, reenroll_p99_ms);
   }
-  out += fmt::format("{:<12} {:>8} {:>9}  {}\n", "mode", "devices", "enrolled", "failures by reason");
+  constexpr auto row = "{:<21} {:>7} {:>8} {:>11} {:>13}  {}\n";
+  out += fmt::format(row, "option (chip mode)", "devices", "enrolled", "re-enrolled", "enrollments/s",
+                     "refused by reason");
   for (const auto& [mode, m] : by_mode) {
     std::string reasons;
     for (const auto& [code, n] : m.failures)
       reasons += fmt::format("{}{}={}", reasons.empty() ? "" : " ", code, n);
     out +=
-        fmt::format("{:<12} {:>8} {:>9}  {}\n", mode, m.devices, m.enrolled, reasons.empty() ? "-" : reasons);
+        fmt::format(row, fmt::format("{} ({})", option_of(mode), mode), m.devices, m.enrolled, m.reenrolled,
+                    fmt::format("{:.1f}", m.enrollments_per_second), reasons.empty() ? "-" : reasons);
   }
   return out;
 }

@@ -34,6 +34,9 @@ struct FleetOptions {
 struct FleetModeReport {
   std::size_t devices = 0;
   std::size_t enrolled = 0;
+  std::size_t reenrolled = 0;
+  double seconds = 0;                 // from this mode's first device starting to its last finishing
+  double enrollments_per_second = 0;  // this mode's successful enrollments and re-enrollments per second
   std::map<std::string, std::size_t> failures;  // by problem code (or local reason)
 };
 
