@@ -10,6 +10,7 @@
 #include <random>
 #include <thread>
 
+#include "hallmark/core/exit_code.hpp"
 #include "hallmark/core/log.hpp"
 #include "hallmark/device/agent.hpp"
 #include "hallmark/device/fleet.hpp"
@@ -21,25 +22,8 @@ namespace {
 using namespace hallmark::device;
 using std::chrono::milliseconds;
 
-// Exit codes, as `hallmark`'s: 1 internal/crypto, 2 invalid input, 3 not found, 4 conflict,
-// 5 forbidden/unauthenticated, 6 unavailable.
-int exit_code(Errc code) noexcept {
-  switch (code) {
-    case Errc::invalid_input: return 2;
-    case Errc::not_found: return 3;
-    case Errc::conflict: return 4;
-    case Errc::forbidden:
-    case Errc::unauthenticated: return 5;
-    case Errc::unavailable: return 6;
-    case Errc::crypto:
-    case Errc::internal: return 1;
-  }
-  return 1;
-}
-
 int report(const Error& error) {
-  fmt::print(stderr, "hallmark-device: error: {}\n", error.detail);
-  return exit_code(error.code);
+  return report_error("hallmark-device", error);
 }
 
 // "<N>ms", "<N>s", "<N>m", "<N>h", "<N>d".

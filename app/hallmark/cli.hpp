@@ -7,10 +7,8 @@
 
 namespace hallmark::app {
 
-// Exit codes, stable for scripts: 0 ok, 1 internal/crypto, 2 invalid input, 3 not found,
-// 4 conflict, 5 forbidden/unauthenticated, 6 unavailable.
-[[nodiscard]] int exit_code(Errc code) noexcept;
-// Prints "hallmark: error: <detail>" to stderr and returns the exit code.
+// Prints "hallmark: error: <detail>" to stderr and returns the exit code (hallmark/core/exit_code.hpp:
+// stable for scripts).
 int report(const Error& error);
 
 struct GlobalOptions {

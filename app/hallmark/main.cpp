@@ -5,27 +5,13 @@
 #include <cstdio>
 
 #include "cli.hpp"
+#include "hallmark/core/exit_code.hpp"
 #include "hallmark/core/log.hpp"
 
 namespace hallmark::app {
 
-int exit_code(Errc code) noexcept {
-  switch (code) {
-    case Errc::invalid_input: return 2;
-    case Errc::not_found: return 3;
-    case Errc::conflict: return 4;
-    case Errc::forbidden:
-    case Errc::unauthenticated: return 5;
-    case Errc::unavailable: return 6;
-    case Errc::crypto:
-    case Errc::internal: return 1;
-  }
-  return 1;
-}
-
 int report(const Error& error) {
-  fmt::print(stderr, "hallmark: error: {}\n", error.detail);
-  return exit_code(error.code);
+  return report_error("hallmark", error);
 }
 
 }  // namespace hallmark::app

@@ -9,11 +9,24 @@
 
 #include "hallmark/core/bytes.hpp"
 #include "hallmark/core/clock.hpp"
+#include "hallmark/core/exit_code.hpp"
 #include "hallmark/core/result.hpp"
 #include "hallmark/core/secret.hpp"
 
 namespace hallmark {
 namespace {
+
+// Scripts depend on these numbers (README, docs/device.md): they never change meaning.
+TEST(ExitCode, EachErrorClassHasItsStableStatus) {
+  EXPECT_EQ(exit_code(Errc::internal), 1);
+  EXPECT_EQ(exit_code(Errc::crypto), 1);
+  EXPECT_EQ(exit_code(Errc::invalid_input), 2);
+  EXPECT_EQ(exit_code(Errc::not_found), 3);
+  EXPECT_EQ(exit_code(Errc::conflict), 4);
+  EXPECT_EQ(exit_code(Errc::forbidden), 5);
+  EXPECT_EQ(exit_code(Errc::unauthenticated), 5);
+  EXPECT_EQ(exit_code(Errc::unavailable), 6);
+}
 
 TEST(Hex, RoundTripsAndAcceptsSeparators) {
   const Bytes b{std::byte{0x01}, std::byte{0xab}, std::byte{0xff}};
