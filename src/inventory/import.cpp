@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <limits>
+#include <optional>
 
 #include "hallmark/crypto/digest.hpp"
 #include "readers.hpp"
@@ -17,39 +19,40 @@ namespace {
 constexpr std::size_t kImportBatch = 1000;
 
 // Keys seen in this file (unique id, BC fingerprint, UKID) -> first entry index. Open addressing
-// over 64-bit truncated SHA-256 values: 16 bytes a key, so a million entries stay near 100 MB less
-// than keeping the strings would.
+// over 64-bit truncated SHA-256 values, keys and indexes in parallel arrays: 12 bytes a slot, so a
+// million entries (three keys each) fit in 48 MB, far less than keeping the strings would.
 class SeenKeys {
  public:
   // The index of the entry that already used `key`, or nullopt (and `key` is recorded for `index`).
   std::optional<std::size_t> insert(std::uint64_t key, std::size_t index) {
     if (key == 0) key = 1;
-    if ((size_ + 1) * 4 > slots_.size() * 3) grow();
-    const std::size_t mask = slots_.size() - 1;
+    if ((size_ + 1) * 4 > keys_.size() * 3) grow();
+    const std::size_t mask = keys_.size() - 1;
     for (std::size_t i = key & mask;; i = (i + 1) & mask) {
-      if (slots_[i].key == 0) {
-        slots_[i] = {key, index};
+      if (keys_[i] == 0) {
+        keys_[i] = key;
+        indexes_[i] = static_cast<std::uint32_t>(index);
         ++size_;
         return std::nullopt;
       }
-      if (slots_[i].key == key) return slots_[i].index;
+      if (keys_[i] == key) return indexes_[i];
     }
   }
 
  private:
-  struct Slot {
-    std::uint64_t key = 0;
-    std::uint64_t index = 0;
-  };
   void grow() {
-    std::vector<Slot> old = std::move(slots_);
-    slots_.assign(old.empty() ? 1024 : old.size() * 2, Slot{});
+    std::vector<std::uint64_t> old_keys = std::move(keys_);
+    std::vector<std::uint32_t> old_indexes = std::move(indexes_);
+    const std::size_t slots = old_keys.empty() ? 1024 : old_keys.size() * 2;
+    keys_.assign(slots, 0);
+    indexes_.assign(slots, 0);
     size_ = 0;
-    for (const auto& s : old) {
-      if (s.key != 0) insert(s.key, s.index);
+    for (std::size_t i = 0; i < old_keys.size(); ++i) {
+      if (old_keys[i] != 0) insert(old_keys[i], old_indexes[i]);
     }
   }
-  std::vector<Slot> slots_;
+  std::vector<std::uint64_t> keys_;
+  std::vector<std::uint32_t> indexes_;  // entry indexes: a file of 4 billion entries is refused first
   std::size_t size_ = 0;
 };
 
@@ -161,6 +164,10 @@ FileReport import_manifest_file(store::Store& store, const std::string& path, co
   std::size_t handed = 0;
   auto summary = read_manifest(path, trust, options.read, [&](ManifestEntry&& entry) -> Status {
     ++handed;
+    if (entry.index > std::numeric_limits<std::uint32_t>::max()) {
+      return fail(Errc::invalid_input, fmt::format("{}: more than {} entries in one file; split the reel",
+                                                   path, std::numeric_limits<std::uint32_t>::max()));
+    }
     if (!entry.accepted()) {
       reject(entry.index, entry.unique_id, std::move(entry.rejected));
       return {};
