@@ -2,9 +2,15 @@
 // against a baseline of plain single-row autocommit inserts (same durability) on the same database
 // in the same run.
 //
-//   store_bench [--seconds N] [--devices N] [--pg URL | --no-pg] [--dir DIR]
+//   store_bench [--seconds N] [--devices N] [--pg URL | --no-pg] [--dir DIR] [--verbose]
 //
-// Without --pg a throwaway PostgreSQL server is started (test/pg_harness.hpp).
+// Without --pg a throwaway PostgreSQL server is started (test/pg_harness.hpp). Targets (exit status
+// 1 when one is missed): issuance >= 0.8x the baseline in every row, and >= 5,000 issuances/s on
+// SQLite with 16 callers.
+//
+// Comparable sides: the same database and durability (SQLite: WAL and a synced commit each, the
+// baseline with synchronous=FULL; PostgreSQL: synchronous_commit=on), the same number of callers,
+// and on PostgreSQL the same number of connections.
 #include <libpq-fe.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -32,6 +38,11 @@ using SteadyClock = std::chrono::steady_clock;
 namespace {
 
 double g_seconds = 3.0;
+// PostgreSQL connections on each side (store: writer lanes + reader pool; baseline: its pool).
+constexpr int kPgConnections = 16;
+// The targets.
+constexpr double kMinRatio = 0.8;
+constexpr double kMinSqlite16 = 5000;
 std::int64_t g_devices = 0;  // end entities prepared per engine; 0 = default
 
 // Runs `op(i)` from `callers` threads for g_seconds (or until `limit` operations); returns ops/s.
@@ -196,7 +207,10 @@ std::vector<Figures> bench_sqlite(const std::string& dir) {
 // ---- PostgreSQL
 
 std::vector<Figures> bench_postgres(const std::string& url) {
-  auto opened = open_store(url, StoreOptions{.pool_size = 4, .max_batch = 256});
+  // Both sides get the same connection budget: the store's writer lanes plus its reader pool, and
+  // the baseline's pool (one connection per caller, its best case).
+  const StoreOptions options{.pool_size = kPgConnections - 4, .max_batch = 256, .writers = 4};
+  auto opened = open_store(url, options);
   if (!opened) {
     std::fprintf(stderr, "postgres: %s\n", opened.error().detail.c_str());
     return {};
@@ -219,9 +233,10 @@ std::vector<Figures> bench_postgres(const std::string& url) {
   raw("VACUUM ANALYZE");
   const Bytes der = crypto::random_bytes(400);
 
-  // Baseline: each caller has its own connection and does autocommit single-row inserts.
+  // Baseline: each caller has its own connection of a pool of the same size as the store's and does
+  // autocommit single-row inserts (synchronous_commit=on, as the store's commits).
   std::vector<PGconn*> conns;
-  for (int i = 0; i < 16; ++i) {
+  for (int i = 0; i < kPgConnections; ++i) {
     PGconn* c = PQconnectdb(url.c_str());
     PGresult* r = PQprepare(c, "ins", "INSERT INTO bench_baseline (serial, der) VALUES ($1, $2)", 2, nullptr);
     PQclear(r);
@@ -233,7 +248,7 @@ std::vector<Figures> bench_postgres(const std::string& url) {
   std::atomic<int> generation{0};
   auto baseline_op = [&](std::int64_t i) {
     if (my_generation != generation.load()) {
-      my_conn = conns[static_cast<std::size_t>(conn_index++ % 16)];
+      my_conn = conns[static_cast<std::size_t>(conn_index++ % kPgConnections)];
       my_generation = generation.load();
     }
     const std::string serial = serial_for("b", i);
@@ -302,7 +317,7 @@ int main(int argc, char** argv) {
   }
   std::printf("store_bench: %.1f s per figure, %u hardware threads\n", g_seconds,
               std::thread::hardware_concurrency());
-  bench_sqlite(dir);
+  std::vector<Figures> figures = bench_sqlite(dir);
 
   if (!no_pg) {
     std::unique_ptr<hallmark::test::PgServer> server;
@@ -315,8 +330,30 @@ int main(int argc, char** argv) {
       }
       pg_url = server->url();
     }
-    bench_postgres(pg_url);
+    auto pg = bench_postgres(pg_url);
+    if (pg.empty()) {
+      std::printf("target: postgresql figures missing: MISSED\n");
+      figures.push_back(Figures{"postgresql", 16, 1, 0});
+    }
+    figures.insert(figures.end(), pg.begin(), pg.end());
+  } else {
+    std::printf("postgresql: skipped (--no-pg); its targets are not checked\n");
   }
   if (!tmp.empty()) std::filesystem::remove_all(tmp);
-  return 0;
+
+  bool met = true;
+  for (const auto& f : figures) {
+    const double ratio = f.baseline > 0 ? f.issuance / f.baseline : 0.0;
+    const bool ok = ratio >= kMinRatio;
+    met = met && ok;
+    std::printf("target: %s callers=%d issuance >= %.1fx baseline: %.2fx %s\n", f.backend.c_str(), f.callers,
+                kMinRatio, ratio, ok ? "met" : "MISSED");
+    if (f.backend == "sqlite" && f.callers == 16) {
+      const bool fast = f.issuance >= kMinSqlite16;
+      met = met && fast;
+      std::printf("target: sqlite callers=16 issuance >= %.0f/s: %.0f/s %s\n", kMinSqlite16, f.issuance,
+                  fast ? "met" : "MISSED");
+    }
+  }
+  return met ? 0 : 1;
 }

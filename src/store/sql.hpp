@@ -66,6 +66,26 @@ class Row {
 };
 using Rows = std::vector<Row>;
 
+struct Statement {
+  std::string_view sql;
+  std::span<const Param> params;
+};
+
+// A parameter viewing a value (which must outlive it).
+[[nodiscard]] inline Param view(const Value& v) {
+  return std::visit(
+      [](const auto& x) -> Param {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, std::string>)
+          return std::string_view(x);
+        else if constexpr (std::is_same_v<T, Bytes>)
+          return ByteView(x);
+        else
+          return x;
+      },
+      v);
+}
+
 class Connection {
  public:
   virtual ~Connection() = default;
@@ -78,6 +98,35 @@ class Connection {
                                                  Rows* rows) = 0;
   // Statements without parameters (transaction control, DDL); may hold several.
   [[nodiscard]] virtual Status exec(std::string_view sql) = 0;
+  // A statement whose result is not needed now. A client/server engine may hold it back and send
+  // it with the next run() or exec() in one round trip; its failure is then that call's failure.
+  // Here it runs at once.
+  [[nodiscard]] virtual Status queue(std::string_view sql, std::span<const Param> params) {
+    HM_TRY_VOID(run(sql, params, nullptr));
+    return {};
+  }
+  [[nodiscard]] Status queue(std::string_view sql, std::initializer_list<Param> params = {}) {
+    return queue(sql, std::span<const Param>(params.begin(), params.size()));
+  }
+  // Runs `statements` in order, stopping at the first that fails. One entry per statement: its
+  // rows, its error, or nullopt when it did not run. A client/server engine sends them all (after
+  // anything queued) in one round trip. The outer error: the connection or a queued statement
+  // failed.
+  [[nodiscard]] virtual Result<std::vector<std::optional<Result<Rows>>>> run_many(
+      std::span<const Statement> statements) {
+    std::vector<std::optional<Result<Rows>>> out(statements.size());
+    for (std::size_t i = 0; i < statements.size(); ++i) {
+      Rows rows;
+      auto r = run(statements[i].sql, statements[i].params, &rows);
+      if (!r) {
+        if (r.error().code == Errc::unavailable) return std::unexpected(r.error());
+        out[i] = Result<Rows>(std::unexpected(r.error()));
+        break;
+      }
+      out[i] = Result<Rows>(std::move(rows));
+    }
+    return out;
+  }
   // false when the connection is known to be broken.
   [[nodiscard]] virtual bool healthy() = 0;
   [[nodiscard]] virtual Status reconnect() = 0;

@@ -976,68 +976,127 @@ Result<CertificateRecord> SqlStore::record_issuance(const IssuanceRequest& reque
     return std::unexpected(e);
   }
 
-  CertificateRecord out;
-  auto st = write([&](WriteTx& tx) -> Status {
-    auto& db = tx.conn();
-    out = c;
-    out.status = CertificateStatus::good;
-    out.revoked_at.reset();
-    out.reason.reset();
+  CertificateRecord out = c;
+  out.status = CertificateStatus::good;
+  out.revoked_at.reset();
+  out.reason.reset();
+  AuditEvent accepted = ev;
+  accepted.outcome = Outcome::accepted;
+  if (accepted.reason.empty()) accepted.reason = "serial=" + c.serial_hex;
 
-    // The state check is folded into the update (one statement fewer per issuance); only a refusal
-    // pays for a second look to say why.
-    auto ees = HM_TRY(
-        db.query(enroll ? "UPDATE end_entities SET state = 'generated', issued_count = issued_count + 1 "
-                          "WHERE username = ? AND state = 'new' AND issued_count < allowed_requests "
-                          "RETURNING id, device_id"
-                        : "UPDATE end_entities SET renewal_count = renewal_count + 1 "
-                          "WHERE username = ? AND state = 'generated' RETURNING id, device_id",
-                 {request.username}));
-    if (ees.empty()) {
-      auto rows =
-          HM_TRY(db.query("SELECT state, allowed_requests, issued_count FROM end_entities WHERE username = ?",
-                          {request.username}));
-      if (rows.empty()) return fail(Errc::not_found, "no end entity " + request.username);
-      const std::string state = rows.front().text(0);
-      if (enroll && state == "new")
-        return fail(Errc::conflict, "end entity " + request.username + " has no requests left");
-      return fail(Errc::conflict, "end entity " + request.username + " is " + state + ", not " +
-                                      (enroll ? "new" : "generated"));
-    }
-    out.end_entity_id = ees.front().i64(0);
-    out.device_id = ees.front().opt_i64(1);
+  // Why nothing was issued: the state check is folded into the update, so only a refusal pays
+  // for a second look.
+  auto refusal = [&](sql::Connection& db) -> Status {
+    auto rows = HM_TRY(db.query(
+        "SELECT e.state, e.allowed_requests, e.issued_count, e.device_id, d.state FROM end_entities e "
+        "LEFT JOIN devices d ON d.id = e.device_id WHERE e.username = ?",
+        {request.username}));
+    if (rows.empty()) return fail(Errc::not_found, "no end entity " + request.username);
+    const auto& r = rows.front();
+    const std::string state = r.text(0);
+    const bool issuable = enroll ? state == "new" && r.i64(2) < r.i64(1) : state == "generated";
+    if (issuable && !r.is_null(3))
+      return fail(Errc::conflict, "device of " + request.username + " is " +
+                                      (r.is_null(4) ? std::string("missing") : r.text(4)) + ", not mounted");
+    if (enroll && state == "new")
+      return fail(Errc::conflict, "end entity " + request.username + " has no requests left");
+    return fail(Errc::conflict, "end entity " + request.username + " is " + state + ", not " +
+                                    (enroll ? "new" : "generated"));
+  };
+  auto serial_taken = [&](const Error& e) -> Status {
+    if (e.code == Errc::conflict && !e.detail.starts_with("retry:"))
+      return fail(Errc::conflict, "certificate serial " + c.serial_hex + " is already recorded");
+    return std::unexpected(e);
+  };
 
-    if (out.device_id) {
-      auto n = HM_TRY(db.execute(
-          "UPDATE devices SET state = 'enrolled' WHERE id = ? AND state IN ('mounted', 'enrolled')",
-          {*out.device_id}));
-      if (n != 1) {
-        auto rows = HM_TRY(db.query("SELECT state FROM devices WHERE id = ?", {*out.device_id}));
-        return fail(Errc::conflict, "device of " + request.username + " is " +
-                                        (rows.empty() ? std::string("missing") : rows.front().text(0)) +
-                                        ", not mounted");
+  Status st;
+  if (dialect() == sql::Dialect::postgres) {
+    // One statement (end entity, device, certificate), so that a batch of issuances goes to the
+    // server in one round trip. The end entity changes only when it is issuable and its device (if
+    // any) mounted, which the statement locks; should the device still not be updated, the
+    // division by zero fails the statement and its savepoint undoes it.
+    static const std::string kRest =
+        " AND (device_id IS NULL OR EXISTS (SELECT 1 FROM devices d WHERE d.id = end_entities.device_id "
+        "AND d.state IN ('mounted', 'enrolled') FOR UPDATE)) RETURNING id, device_id), "
+        "dev AS (UPDATE devices SET state = 'enrolled' WHERE id = (SELECT device_id FROM ee) "
+        "AND state IN ('mounted', 'enrolled') RETURNING id), "
+        "cert AS (INSERT INTO certificates (serial, issuer_ca, device_id, end_entity_id, subject, "
+        "not_before, not_after, public_key_sha256, der, status) "
+        "SELECT ?::text, ?::text, ee.device_id, ee.id, ?::text, ?::bigint, ?::bigint, ?::text, ?::bytea, "
+        "'good' FROM ee RETURNING id) "
+        "SELECT ee.id, ee.device_id, (SELECT id FROM cert), "
+        "1 / CASE WHEN ee.device_id IS NULL OR EXISTS (SELECT 1 FROM dev) THEN 1 ELSE 0 END FROM ee";
+    static const std::string kEnroll =
+        "WITH ee AS (UPDATE end_entities SET state = 'generated', issued_count = issued_count + 1 "
+        "WHERE username = ? AND state = 'new' AND issued_count < allowed_requests" +
+        kRest;
+    static const std::string kReenroll =
+        "WITH ee AS (UPDATE end_entities SET renewal_count = renewal_count + 1 "
+        "WHERE username = ? AND state = 'generated'" +
+        kRest;
+    StatementWrite w;
+    w.sql = enroll ? kEnroll : kReenroll;
+    w.params = {request.username,
+                c.serial_hex,
+                c.issuer_ca,
+                c.subject,
+                sql::Value{std::int64_t{c.not_before.time_since_epoch().count()}},
+                sql::Value{std::int64_t{c.not_after.time_since_epoch().count()}},
+                c.public_key_sha256,
+                c.der};
+    w.then = [&](Result<sql::Rows> rows, WriteTx& tx) -> Status {
+      if (!rows) {
+        if (rows.error().detail.find("division by zero") != std::string::npos) return refusal(tx.conn());
+        return serial_taken(rows.error());
       }
-    }
+      if (rows->empty()) return refusal(tx.conn());
+      const auto& r = rows->front();
+      out.end_entity_id = r.i64(0);
+      out.device_id = r.opt_i64(1);
+      out.id = r.i64(2);
+      tx.append_audit(accepted);
+      return {};
+    };
+    st = write_statement(std::move(w));
+  } else {
+    // SQLite: statements run in-process, there are no round trips to save.
+    st = write([&](WriteTx& tx) -> Status {
+      auto& db = tx.conn();
+      auto ees = HM_TRY(
+          db.query(enroll ? "UPDATE end_entities SET state = 'generated', issued_count = issued_count + 1 "
+                            "WHERE username = ? AND state = 'new' AND issued_count < allowed_requests "
+                            "RETURNING id, device_id"
+                          : "UPDATE end_entities SET renewal_count = renewal_count + 1 "
+                            "WHERE username = ? AND state = 'generated' RETURNING id, device_id",
+                   {request.username}));
+      if (ees.empty()) return refusal(db);
+      out.end_entity_id = ees.front().i64(0);
+      out.device_id = ees.front().opt_i64(1);
 
-    auto ids = db.query(
-        "INSERT INTO certificates (serial, issuer_ca, device_id, end_entity_id, subject, not_before, "
-        "not_after, "
-        "public_key_sha256, der, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'good') RETURNING id",
-        {c.serial_hex, c.issuer_ca, sql::opt(out.device_id), sql::opt(out.end_entity_id), c.subject,
-         sql::secs(c.not_before), sql::secs(c.not_after), c.public_key_sha256, ByteView(c.der)});
-    if (!ids) {
-      if (ids.error().code == Errc::conflict)
-        return fail(Errc::conflict, "certificate serial " + c.serial_hex + " is already recorded");
-      return std::unexpected(ids.error());
-    }
-    out.id = ids->front().i64(0);
+      if (out.device_id) {
+        auto n = HM_TRY(db.execute(
+            "UPDATE devices SET state = 'enrolled' WHERE id = ? AND state IN ('mounted', 'enrolled')",
+            {*out.device_id}));
+        if (n != 1) {
+          auto rows = HM_TRY(db.query("SELECT state FROM devices WHERE id = ?", {*out.device_id}));
+          return fail(Errc::conflict, "device of " + request.username + " is " +
+                                          (rows.empty() ? std::string("missing") : rows.front().text(0)) +
+                                          ", not mounted");
+        }
+      }
 
-    AuditEvent accepted = ev;
-    accepted.outcome = Outcome::accepted;
-    if (accepted.reason.empty()) accepted.reason = "serial=" + c.serial_hex;
-    tx.append_audit(accepted);
-    return {};
-  });
+      auto ids = db.query(
+          "INSERT INTO certificates (serial, issuer_ca, device_id, end_entity_id, subject, not_before, "
+          "not_after, public_key_sha256, der, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'good') RETURNING "
+          "id",
+          {c.serial_hex, c.issuer_ca, sql::opt(out.device_id), sql::opt(out.end_entity_id), c.subject,
+           sql::secs(c.not_before), sql::secs(c.not_after), c.public_key_sha256, ByteView(c.der)});
+      if (!ids) return serial_taken(ids.error());
+      out.id = ids->front().i64(0);
+      tx.append_audit(accepted);
+      return {};
+    });
+  }
   if (!st) {
     audit_refusal(ev, st.error());
     return std::unexpected(st.error());

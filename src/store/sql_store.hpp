@@ -72,6 +72,8 @@ class SqlStore : public Store {
  protected:
   // One durable write transaction (batched with others by the group-commit writer).
   [[nodiscard]] virtual Status write(WriteFn fn) = 0;
+  // A write that is one statement (see StatementWrite), batched like write().
+  [[nodiscard]] virtual Status write_statement(StatementWrite w) = 0;
   // A write transaction batched with nothing else (long-running: streaming manifest import).
   [[nodiscard]] virtual Status write_alone(WriteFn fn) = 0;
   // A transaction of its own on the writer connection (migrations).

@@ -410,6 +410,74 @@ TEST_P(StoreContract, FiftyThreadsRaceForOneSingleUseEndEntity) {
   EXPECT_TRUE(v->ok) << v->reason;
 }
 
+// Issuances batched together (PostgreSQL sends a batch's statements in one round trip): one that
+// fails (duplicate serial, device no longer mounted) is undone alone, with its reason, and the
+// others are issued.
+TEST_P(StoreContract, ConcurrentIssuancesFailAlone) {
+  constexpr int kGood = 12;
+  std::vector<std::string> good;
+  for (int i = 0; i < kGood; ++i) good.push_back(enrollable("dev-ok-" + std::to_string(i)));
+  const auto taken = random_serial();
+  const auto first = enrollable("dev-first");
+  ASSERT_TRUE(store_->record_issuance(issuance(first, taken)));
+  const auto dup = enrollable("dev-dup");
+  const auto retired = enrollable("dev-retired");
+  ASSERT_TRUE(store_->retire_device("dev-retired", event()));
+
+  struct Attempt {
+    std::string user;
+    Result<CertificateRecord> result = fail(Errc::internal, "not run");
+  };
+  std::vector<Attempt> outcomes;
+  for (const auto& u : good) outcomes.push_back({u});
+  outcomes.push_back({dup});
+  outcomes.push_back({retired});
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  for (auto& o : outcomes) {
+    threads.emplace_back([&, &o = o] {
+      while (!go.load()) std::this_thread::yield();
+      o.result = store_->record_issuance(issuance(o.user, o.user == dup ? taken : random_serial()));
+    });
+  }
+  go = true;
+  for (auto& t : threads) t.join();
+
+  for (const auto& o : outcomes) {
+    if (o.user == dup) {
+      ASSERT_FALSE(o.result);
+      EXPECT_EQ(o.result.error().code, Errc::conflict);
+      EXPECT_NE(o.result.error().detail.find("already recorded"), std::string::npos)
+          << o.result.error().detail;
+      EXPECT_EQ(store_->find_end_entity(dup)->state, EndEntityState::new_);
+      EXPECT_EQ(store_->find_device_by_unique_id("dev-dup")->state, DeviceState::mounted);
+    } else if (o.user == retired) {
+      ASSERT_FALSE(o.result);
+      EXPECT_EQ(o.result.error().code, Errc::conflict);
+      EXPECT_NE(o.result.error().detail.find("is retired, not mounted"), std::string::npos)
+          << o.result.error().detail;
+      EXPECT_EQ(store_->find_end_entity(retired)->state, EndEntityState::new_);
+      EXPECT_EQ(store_->find_end_entity(retired)->issued_count, 0);
+    } else {
+      ASSERT_TRUE(o.result) << o.result.error().detail;
+      EXPECT_EQ(store_->find_certificate_by_serial(o.result->serial_hex)->end_entity_id,
+                o.result->end_entity_id);
+      EXPECT_EQ(store_->find_end_entity(o.user)->state, EndEntityState::generated);
+    }
+  }
+  EXPECT_EQ(store_->list_certificates({})->size(), static_cast<std::size_t>(kGood + 1));
+  int accepted = 0, refused = 0;
+  for (const auto& r : audit_records()) {
+    if (r.event.action != "enroll") continue;
+    (r.event.outcome == Outcome::accepted ? accepted : refused)++;
+  }
+  EXPECT_EQ(accepted, kGood + 1);
+  EXPECT_EQ(refused, 2);
+  auto v = store_->verify_audit_chain();
+  ASSERT_TRUE(v);
+  EXPECT_TRUE(v->ok) << v->reason;
+}
+
 TEST_P(StoreContract, RevocationAndListingFilters) {
   ASSERT_TRUE(store_->add_ca(CaRecord{0, "idc-ca", "issuing", to_bytes("d"), "", "active", 0, false}));
   std::vector<std::string> serials;
@@ -1142,6 +1210,41 @@ TEST(PostgresStore, RestartMidRunFailsPromptlyThenRecovers) {
   auto r = store.find_ca("x");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::not_found) << r.error().detail;
+  EXPECT_TRUE(store.verify_audit_chain()->ok);
+}
+
+// Issuance sends BEGIN with its statements: the first one after a restart still succeeds, also on
+// a connection that looked fine (the server restarted while it was idle).
+TEST(PostgresStore, IssuanceAfterRestartSucceedsAtOnce) {
+  auto* pg = PgEnvironment::server();
+  ASSERT_NE(pg, nullptr) << PgEnvironment::error();
+  ASSERT_EQ(pg->reset_schema(), "");
+  auto opened = open_store(pg->url());
+  ASSERT_TRUE(opened) << opened.error().detail;
+  auto& store = **opened;
+  ASSERT_TRUE(store.migrate());
+  for (const char* user : {"before", "down", "after", "idle"}) {
+    EndEntityRecord ee;
+    ee.username = user;
+    ASSERT_TRUE(store.add_end_entity(ee, event("add")));
+  }
+  ASSERT_TRUE(store.record_issuance(issuance("before", random_serial())));
+
+  ASSERT_TRUE(pg->stop_server());
+  auto down = store.record_issuance(issuance("down", random_serial()));
+  ASSERT_FALSE(down);
+  EXPECT_EQ(down.error().code, Errc::unavailable) << down.error().detail;
+
+  ASSERT_TRUE(pg->start_server());
+  auto after = store.record_issuance(issuance("after", random_serial()));
+  ASSERT_TRUE(after) << after.error().detail;
+  EXPECT_EQ(store.find_end_entity("down")->state, EndEntityState::new_);
+  EXPECT_EQ(store.find_end_entity("after")->state, EndEntityState::generated);
+
+  ASSERT_TRUE(pg->stop_server());
+  ASSERT_TRUE(pg->start_server());
+  auto idle = store.record_issuance(issuance("idle", random_serial()));
+  ASSERT_TRUE(idle) << idle.error().detail;
   EXPECT_TRUE(store.verify_audit_chain()->ok);
 }
 

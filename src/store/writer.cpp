@@ -17,7 +17,7 @@ Writer::Writer(std::vector<std::unique_ptr<sql::Connection>> conns, Connect conn
       max_batch_(static_cast<std::size_t>(max_batch > 0 ? max_batch : 1)),
       lanes_(conns.empty() ? 1 : conns.size()) {
   for (std::size_t i = 0; i < conns.size(); ++i) lanes_[i].conn = std::move(conns[i]);
-  for (auto& lane : lanes_) lane.thread = std::thread([this, &lane] { loop(lane); });
+  for (std::size_t i = 0; i < lanes_.size(); ++i) lanes_[i].thread = std::thread([this, i] { loop(i); });
 }
 
 Writer::~Writer() {
@@ -38,6 +38,12 @@ Status Writer::submit(WriteFn fn, bool alone) {
   return enqueue_and_wait(std::move(job));
 }
 
+Status Writer::submit(StatementWrite write) {
+  auto job = std::make_shared<Job>();
+  job->statement = std::move(write);
+  return enqueue_and_wait(std::move(job));
+}
+
 Status Writer::exclusive(ConnFn fn) {
   auto job = std::make_shared<Job>();
   job->alone = std::move(fn);
@@ -45,21 +51,48 @@ Status Writer::exclusive(ConnFn fn) {
 }
 
 Status Writer::enqueue_and_wait(std::shared_ptr<Job> job) {
-  std::unique_lock lock(mu_);
-  if (stop_) return fail(Errc::unavailable, "store is closing");
-  queue_.push_back(job);
-  work_cv_.notify_one();
-  done_cv_.wait(lock, [&] { return job->done; });
+  {
+    std::lock_guard lock(mu_);
+    if (stop_) return fail(Errc::unavailable, "store is closing");
+    queue_.push_back(job);
+  }
+  // With several lanes only some may take this job (see loop): wake them all.
+  if (lanes_.size() == 1) {
+    work_cv_.notify_one();
+  } else {
+    work_cv_.notify_all();
+  }
+  // Each caller sleeps on its own job: completing a batch wakes its callers and nobody else.
+  job->done.wait(false, std::memory_order_acquire);
   return std::move(job->result);
 }
 
-void Writer::loop(Lane& lane) {
+void Writer::complete(std::span<std::shared_ptr<Job>> jobs) {
+  for (auto& job : jobs) {
+    job->done.store(true, std::memory_order_release);
+    job->done.notify_one();
+  }
+}
+
+void Writer::loop(std::size_t index) {
+  Lane& lane = lanes_[index];
   std::vector<std::shared_ptr<Job>> batch;
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      work_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      // Group-commit batches go to the first idle lane: the same connection (and server process)
+      // stays warm, rather than batches hopping between lanes.
+      auto first_idle = [&] {
+        for (std::size_t j = 0; j < index; ++j)
+          if (!lanes_[j].busy) return false;
+        return true;
+      };
+      auto startable = [&] {
+        return queue_.front()->alone || queue_.front()->solo || (!batch_running_ && first_idle());
+      };
+      work_cv_.wait(lock, [&] { return (stop_ && !batch_running_) || (!queue_.empty() && startable()); });
       if (queue_.empty()) return;  // stopping and drained
+      if (!startable()) continue;  // stopping: the running batch's lane drains the rest
       if (queue_.front()->alone || queue_.front()->solo) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
@@ -69,8 +102,17 @@ void Writer::loop(Lane& lane) {
           batch.push_back(std::move(queue_.front()));
           queue_.pop_front();
         }
+        batch_running_ = true;
       }
+      if (!batch.front()->alone) {
+        ++batches_;
+        transactions_ += batch.size();
+      }
+      lane.busy = true;
     }
+    const bool group = !batch.front()->alone && !batch.front()->solo;
+    // A lane busy with work of its own lets the next lane take group-commit batches.
+    if (!group && lanes_.size() > 1) work_cv_.notify_all();
     if (auto st = ensure_connection(lane); !st) {
       for (auto& job : batch) job->result = st;
     } else if (batch.front()->alone) {
@@ -80,13 +122,11 @@ void Writer::loop(Lane& lane) {
     }
     {
       std::lock_guard lock(mu_);
-      for (auto& job : batch) job->done = true;
-      if (!batch.front()->alone) {
-        ++batches_;
-        transactions_ += batch.size();
-      }
+      if (group) batch_running_ = false;
+      lane.busy = false;
     }
-    done_cv_.notify_all();
+    if (lanes_.size() > 1) work_cv_.notify_all();
+    complete(batch);
     batch.clear();
   }
 }
@@ -118,9 +158,15 @@ void Writer::run_alone(sql::Connection& conn, Job& job) {
   job.result = std::move(st);
 }
 
-Status Writer::append_audits(sql::Connection& conn, std::vector<PendingAudit>& audits, std::vector<Id>& ids) {
-  auto rows = HM_TRY(conn.query(std::string("SELECT last_id, last_hash FROM audit_head WHERE id = 1") +
-                                std::string(conn.for_update())));
+Status Writer::append_audits(sql::Connection& conn, std::vector<PendingAudit>& audits, std::vector<Id>& ids,
+                             const std::optional<sql::Row>& head) {
+  sql::Rows rows;
+  if (head) {
+    rows.push_back(*head);
+  } else {
+    rows = HM_TRY(conn.query(std::string("SELECT last_id, last_hash FROM audit_head WHERE id = 1") +
+                             std::string(conn.for_update())));
+  }
   if (rows.empty()) return fail(Errc::internal, "audit_head row missing: database not migrated?");
   Id last_id = rows.front().i64(0);
   Bytes last_hash = rows.front().blob(1);
@@ -151,10 +197,11 @@ Status Writer::append_audits(sql::Connection& conn, std::vector<PendingAudit>& a
                      sql::Param{std::string_view(e.request_id)}, sql::Param{ByteView(hashes[i])},
                      sql::Param{ByteView(hashes[i + 1])}});
     }
-    HM_TRY_VOID(conn.execute(sql, params));
+    // Queued: on PostgreSQL the inserts, the head update and COMMIT go in one round trip.
+    HM_TRY_VOID(conn.queue(sql, params));
   }
-  HM_TRY_VOID(conn.execute("UPDATE audit_head SET last_id = ?, last_hash = ? WHERE id = 1",
-                           {last_id, ByteView(hashes.back())}));
+  HM_TRY_VOID(conn.queue("UPDATE audit_head SET last_id = ?, last_hash = ? WHERE id = 1",
+                         {last_id, ByteView(hashes.back())}));
   return {};
 }
 
@@ -163,7 +210,7 @@ void Writer::run_single(sql::Connection& conn, Job& job) {
   WriteTx tx(conn, audits);
   job.result = job.write(tx);
   std::vector<Id> ids;
-  if (job.result && !audits.empty()) job.result = append_audits(conn, audits, ids);
+  if (job.result && !audits.empty()) job.result = append_audits(conn, audits, ids, std::nullopt);
   if (job.result) job.result = conn.exec("COMMIT");
   if (!job.result) {
     (void)conn.exec("ROLLBACK");
@@ -173,35 +220,159 @@ void Writer::run_single(sql::Connection& conn, Job& job) {
     if (audits[i].id_out) *audits[i].id_out = ids[i];
 }
 
-void Writer::run_batch(sql::Connection& conn, std::span<std::shared_ptr<Job>> jobs) {
+bool Writer::run_statements(sql::Connection& conn, std::span<std::shared_ptr<Job>> jobs,
+                            std::vector<PendingAudit>& audits, bool& any_ok, std::optional<sql::Row>* head) {
+  static constexpr std::string_view kSavepoint = "SAVEPOINT hm";
+  static constexpr std::string_view kRelease = "RELEASE SAVEPOINT hm";
+  static constexpr std::string_view kLockHead =
+      "SELECT last_id, last_hash FROM audit_head WHERE id = 1 FOR UPDATE";
+  std::vector<std::vector<sql::Param>> params(jobs.size());
+  for (std::size_t k = 0; k < jobs.size(); ++k)
+    for (const auto& v : jobs[k]->statement->params) params[k].push_back(sql::view(v));
+  std::vector<int> attempts(jobs.size(), 0);
+  auto lost = [&](const Error& e) {
+    for (auto& job : jobs) job->result = std::unexpected(e);
+    return false;
+  };
+
+  std::size_t pos = 0;
+  while (pos < jobs.size()) {
+    // Each job in a savepoint of its own, all in one round trip; the first failure stops the rest.
+    std::vector<sql::Statement> list;
+    list.reserve(3 * (jobs.size() - pos));
+    for (std::size_t k = pos; k < jobs.size(); ++k) {
+      list.push_back({kSavepoint, {}});
+      list.push_back({jobs[k]->statement->sql, params[k]});
+      list.push_back({kRelease, {}});
+    }
+    if (head) list.push_back({kLockHead, {}});
+    auto results = conn.run_many(list);
+    if (!results) return lost(results.error());
+    if (head && results->back() && *results->back() && !results->back()->value().empty())
+      *head = results->back()->value().front();
+    std::size_t next = jobs.size();
+    for (std::size_t k = pos; k < jobs.size(); ++k) {
+      const std::size_t at = 3 * (k - pos);
+      auto& job = *jobs[k];
+      const auto& sp = (*results)[at];
+      if (!sp) return lost(Error{Errc::internal, "savepoint did not run"});
+      if (!*sp) return lost(sp->error());
+      auto& res = (*results)[at + 1];
+      WriteTx tx(conn, audits);
+      const std::size_t mark = audits.size();
+      if (res && *res) {
+        const auto& release = (*results)[at + 2];
+        if (!release || !*release) return lost(release ? release->error() : Error{Errc::internal, "release"});
+        job.result = job.statement->then(std::move(**res), tx);
+        if (job.result) {
+          any_ok = true;
+        } else {
+          audits.resize(mark);
+        }
+        continue;
+      }
+      // The statement failed (the rest did not run): undo it, let `then` word the failure, go on
+      // with the next job in a new round trip. A deadlock victim is run once more.
+      Error e = res ? res->error() : Error{Errc::internal, "statement did not run"};
+      if (e.code == Errc::unavailable) return lost(e);
+      if (auto st = conn.exec("ROLLBACK TO SAVEPOINT hm; RELEASE SAVEPOINT hm"); !st) return lost(st.error());
+      if (e.code == Errc::conflict && e.detail.starts_with("retry:") && attempts[k]++ == 0) {
+        next = k;
+      } else {
+        job.result = job.statement->then(std::unexpected(e), tx);
+        if (job.result) job.result = std::unexpected(e);  // its changes were undone
+        audits.resize(mark);
+        next = k + 1;
+      }
+      break;
+    }
+    pos = next;
+  }
+  return true;
+}
+
+bool Writer::statements_queued() {
+  std::lock_guard lock(mu_);
+  return !queue_.empty() && queue_.front()->statement && !queue_.front()->solo;
+}
+
+std::size_t Writer::take_statements(std::vector<std::shared_ptr<Job>>& batch) {
+  std::lock_guard lock(mu_);
+  const std::size_t before = batch.size();
+  while (!queue_.empty() && queue_.front()->statement && !queue_.front()->solo && batch.size() < max_batch_) {
+    batch.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  transactions_ += batch.size() - before;
+  return batch.size() - before;
+}
+
+void Writer::run_batch(sql::Connection& conn, std::vector<std::shared_ptr<Job>>& batch) {
+  std::span<std::shared_ptr<Job>> jobs(batch);
   auto fail_all = [&](const Status& st) {
     (void)conn.exec("ROLLBACK");
     for (auto& job : jobs) job->result = st;
   };
-  if (auto st = begin(conn); !st) return fail_all(st);
-  // A batch of one needs no savepoint: its failure rolls back the whole transaction.
-  if (jobs.size() == 1) return run_single(conn, *jobs.front());
+  // A batch of statements sends BEGIN with its first round trip. A connection the server dropped
+  // (restart) is noticed only then, with nothing done: begin afresh once (see begin()).
+  const bool begin_queued = jobs.front()->statement && conn.dialect() == sql::Dialect::postgres;
+  if (begin_queued) {
+    if (auto st = conn.queue(begin_sql_); !st) return fail_all(st);
+  } else if (auto st = begin(conn); !st) {
+    return fail_all(st);
+  }
+  bool first_round = begin_queued;
+  // A batch of one closure needs no savepoint: its failure rolls back the whole transaction.
+  if (jobs.size() == 1 && !jobs.front()->statement) return run_single(conn, *jobs.front());
 
   std::vector<PendingAudit> audits;
+  std::optional<sql::Row> head;  // locked already by the last statements
   bool any_ok = false;
-  // On PostgreSQL each statement is a round trip: release one savepoint and open the next together.
-  const bool chain = conn.dialect() == sql::Dialect::postgres;
+  // Savepoint statements are queued: on PostgreSQL they travel with the closure's first statement
+  // (one round trip), on SQLite they run at once.
   bool open = false;  // a savepoint is already open for the next job
-  for (std::size_t i = 0; i < jobs.size(); ++i) {
+  for (std::size_t i = 0; i < jobs.size();) {
+    if (jobs[i]->statement) {
+      std::size_t end = i;
+      while (end < jobs.size() && jobs[end]->statement) ++end;
+      // The last statements of a batch also lock the audit head, in the same round trip, when
+      // nothing else is waiting to join (the head stays the last lock a transaction takes).
+      const bool last =
+          end == jobs.size() && !statements_queued() && conn.dialect() == sql::Dialect::postgres;
+      head.reset();
+      bool ran = run_statements(conn, jobs.subspan(i, end - i), audits, any_ok, last ? &head : nullptr);
+      if (!ran && first_round && jobs[i]->result.error().code == Errc::unavailable) {
+        (void)conn.exec("ROLLBACK");
+        if (!conn.healthy()) (void)conn.reconnect();
+        audits.clear();
+        any_ok = false;
+        if (conn.queue(begin_sql_))
+          ran = run_statements(conn, jobs.subspan(i, end - i), audits, any_ok, last ? &head : nullptr);
+      }
+      first_round = false;
+      if (!ran) {
+        const Status lost = jobs[i]->result;  // every statement job carries what lost the transaction
+        return fail_all(lost);
+      }
+      // Statements that arrived meanwhile (callers of the previous batch coming back) join this
+      // transaction, a round trip each time, rather than wait for the next one.
+      if (end == jobs.size() && !head && take_statements(batch) > 0)
+        jobs = std::span<std::shared_ptr<Job>>(batch);
+      open = false;
+      i = end;
+      continue;
+    }
     auto& job = jobs[i];
     for (int attempt = 0;; ++attempt) {
       if (!open) {
-        if (auto st = conn.exec("SAVEPOINT hm"); !st) return fail_all(st);
+        if (auto st = conn.queue("SAVEPOINT hm"); !st) return fail_all(st);
       }
       open = false;
       const std::size_t mark = audits.size();
       WriteTx tx(conn, audits);
       job->result = job->write(tx);
       if (job->result) {
-        const bool next = chain && i + 1 < jobs.size();
-        if (auto st = conn.exec(next ? "RELEASE SAVEPOINT hm; SAVEPOINT hm" : "RELEASE SAVEPOINT hm"); !st)
-          return fail_all(st);
-        open = next;
+        if (auto st = conn.queue("RELEASE SAVEPOINT hm"); !st) return fail_all(st);
         any_ok = true;
         break;
       }
@@ -214,6 +385,7 @@ void Writer::run_batch(sql::Connection& conn, std::span<std::shared_ptr<Job>> jo
           !job->result.error().detail.starts_with("retry:"))
         break;
     }
+    ++i;
   }
 
   if (!any_ok) {
@@ -222,7 +394,7 @@ void Writer::run_batch(sql::Connection& conn, std::span<std::shared_ptr<Job>> jo
   }
   std::vector<Id> ids;
   Status st;
-  if (!audits.empty()) st = append_audits(conn, audits, ids);
+  if (!audits.empty()) st = append_audits(conn, audits, ids, head);
   if (st) st = conn.exec("COMMIT");
   if (!st) {
     (void)conn.exec("ROLLBACK");

@@ -39,6 +39,7 @@ class PostgresStore final : public SqlStore {
 
  protected:
   [[nodiscard]] Status write(WriteFn fn) override { return writer_->submit(std::move(fn)); }
+  [[nodiscard]] Status write_statement(StatementWrite w) override { return writer_->submit(std::move(w)); }
   [[nodiscard]] Status write_alone(WriteFn fn) override { return writer_->submit(std::move(fn), true); }
   [[nodiscard]] Status exclusive(ConnFn fn) override { return writer_->exclusive(std::move(fn)); }
   [[nodiscard]] Status read(ConnFn fn, bool snapshot) override;
