@@ -2,7 +2,11 @@
 // inventory are made with the real `hallmark` CLI (as scripts/demo does), then `hallmark serve` runs
 // on 127.0.0.1 port 0 and the agent enrolls, re-enrolls, renews and recovers devices from the reels'
 // chip images. A second server (another PKI, the first one's TLS certificate) answers cacerts from a
-// root the devices do not trust.
+// root the devices do not trust. The AgentRoute suite runs the enroll, re-enroll and renew flows
+// straight to the server and through nginx in front of it (`hallmark proxy nginx-config`), with file
+// keys and with keys in a SoftHSM2 token; a misbehaving EST server (rogue_est_server.hpp) gives the
+// agent answers it must refuse.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -10,19 +14,26 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "hallmark/core/bytes.hpp"
+#include "hallmark/crypto/digest.hpp"
 #include "hallmark/crypto/key.hpp"
 #include "hallmark/device/agent.hpp"
 #include "hallmark/device/fleet.hpp"
 #include "hallmark/x509/certificate.hpp"
+#include "nginx_process.hpp"
 #include "process.hpp"
+#include "rogue_est_server.hpp"
 #include "serve_process.hpp"
 
 namespace hallmark {
@@ -63,7 +74,9 @@ class Agent : public ::testing::Test {
     must(vendor() + " install-subca --role bc --chain " + w + "/bc-chain.pem");
     must(oem() + " ca import-external " + w +
          "/vendor/generic-bc/root-cert.pem --name vendor-generic-bc-root --role bc");
-    must(vendor() + " provision --mode bc --count 40 --part-number ATECC608B-TFLXTLS --reel R2 --out " + w +
+    // R2: chips 0-19 for the Agent tests, 20-39 for the fleet, 40-55 for AgentRoute, 56-71 for the
+    // misbehaving server.
+    must(vendor() + " provision --mode bc --count 72 --part-number ATECC608B-TFLXTLS --reel R2 --out " + w +
          "/reels");
     must(vendor() + " provision --mode bc-secret --count 4 --part-number ATECC608B-TNGTLS --reel R3 --out " +
          w + "/reels");
@@ -127,6 +140,10 @@ enroll_anchors = ["vendor-bc"]
 lifetime = "2s"
 grace_period = "1s"
 )";
+    // nginx's client certificate towards the server (AgentRoute puts nginx in front of it).
+    must(oem() + " proxy issue-cert");
+    std::ofstream(home() + "/hallmark.toml", std::ios::app)
+        << "\n[server.proxy]\ntrusted_cas = [\"proxy\"]\n";
     fs::create_directories(w + "/srv-a");
     start_server(server_, home(), w + "/srv-a");
 
@@ -148,6 +165,8 @@ grace_period = "1s"
     other_.stop();
     delete dir_;
     dir_ = nullptr;
+    r2_.clear();
+    r3_.clear();
   }
 
   static std::string w() { return dir_->path().string(); }
@@ -173,12 +192,21 @@ grace_period = "1s"
     EXPECT_TRUE(c) << c.error().detail;
     return c ? *c : x509::Certificate{};
   }
-  // The IDC verifies with openssl against the OEM root, and carries the key beside it.
+  // The IDC verifies with openssl against the OEM root, and carries the key beside it (a 0600 file,
+  // or the URI of a key in the token, read with the PIN in DEVICE_PIN).
   static void expect_valid_credentials(const std::string& name) {
     const auto cur = state(name) + "/current";
     const auto v = run("openssl verify -CAfile " + shell_quote(root()) + " -untrusted " +
                        shell_quote(cur + "/cacerts.pem") + " " + shell_quote(cur + "/idc.pem"));
     EXPECT_EQ(v.exit_code, 0) << v.output;
+    if (fs::exists(cur + "/key.uri")) {
+      EXPECT_FALSE(fs::exists(cur + "/key.pem"));
+      const auto uri = slurp(cur + "/key.uri");
+      auto key = device::load_key(uri.substr(0, uri.find('\n')), "env:DEVICE_PIN");
+      ASSERT_TRUE(key) << key.error().detail;
+      EXPECT_TRUE((*key)->public_key() == current_idc(name).public_key());
+      return;
+    }
     struct stat st {};
     ASSERT_EQ(::stat((cur + "/key.pem").c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -333,57 +361,6 @@ TEST_F(Agent, GivesUpAtMaxWaitWhenTheServerIsDown) {
   EXPECT_TRUE(fs::exists(state("down") + "/pending.key"));
 }
 
-TEST_F(Agent, ReenrollsWithANewKeyAndTheSameSubject) {
-  ASSERT_EQ(enroll(chip(4), "re", "option2").exit_code, 0);
-  const auto before = current_idc("re");
-  const auto r = run(agent() + " reenroll --dir " + shell_quote(state("re")));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto after = current_idc("re");
-  EXPECT_NE(after.serial_hex(), before.serial_hex());
-  EXPECT_TRUE(after.subject() == before.subject());
-  EXPECT_FALSE(after.public_key() == before.public_key());
-  expect_valid_credentials("re");
-  // The previous generation is kept beside the current one.
-  EXPECT_TRUE(fs::exists(state("re") + "/idc-" + before.serial_hex() + "/idc.pem"));
-  // Key reuse is refused by this alias; the current credentials stay.
-  const auto same = run(agent() + " reenroll --keep-key --dir " + shell_quote(state("re")));
-  EXPECT_EQ(same.exit_code, 5) << same.output;
-  EXPECT_NE(same.output.find("key-reuse"), std::string::npos) << same.output;
-  EXPECT_EQ(current_idc("re"), after);
-}
-
-TEST_F(Agent, RenewsInsideTheWindowOnly) {
-  // 2-minute IDCs (notBefore backdated 5 minutes): already in the last third of their lifetime.
-  ASSERT_EQ(enroll(chip(5), "short", "short").exit_code, 0);
-  const auto first = current_idc("short");
-  EXPECT_FALSE(first.has_no_expiry());
-  const auto r = run(agent() + " renew --dir " + shell_quote(state("short")));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("renewed"), std::string::npos) << r.output;
-  EXPECT_NE(current_idc("short").serial_hex(), first.serial_hex());
-  expect_valid_credentials("short");
-
-  // 1-hour IDCs: not due, nothing sent; forced, the server refuses outside its window and the
-  // credentials stay as they were.
-  ASSERT_EQ(enroll(chip(6), "long", "long").exit_code, 0);
-  const auto idc = current_idc("long");
-  const auto early = run(agent() + " renew --dir " + shell_quote(state("long")));
-  ASSERT_EQ(early.exit_code, 0) << early.output;
-  EXPECT_NE(early.output.find("not due until"), std::string::npos) << early.output;
-  EXPECT_EQ(current_idc("long"), idc);
-  const auto forced = run(agent() + " renew --force --dir " + shell_quote(state("long")));
-  EXPECT_EQ(forced.exit_code, 5) << forced.output;
-  EXPECT_NE(forced.output.find("outside-renewal-window"), std::string::npos) << forced.output;
-  EXPECT_EQ(current_idc("long"), idc);
-  expect_valid_credentials("long");
-
-  // No expiry: never renewed unless forced.
-  ASSERT_EQ(enroll(chip(11), "forever", "option2").exit_code, 0);
-  const auto never = run(agent() + " renew --dir " + shell_quote(state("forever")));
-  EXPECT_EQ(never.exit_code, 0) << never.output;
-  EXPECT_NE(never.output.find("no expiry"), std::string::npos) << never.output;
-}
-
 TEST_F(Agent, RenewDaemonRenewsAndStopsOnSigterm) {
   ASSERT_EQ(enroll(chip(14), "daemon", "short").exit_code, 0);
   const auto first = current_idc("daemon");
@@ -465,13 +442,21 @@ TEST_F(Agent, FleetOfTwentyDevicesEnrollsAndReenrolls) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("devices 20  enrolled 20  re-enrolled 5  failed 0"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("enrollments/s"), std::string::npos);
+  // The row per option: devices, enrolled, re-enrolled, its own enrollments/s, no refusals.
+  std::smatch row;
+  ASSERT_TRUE(
+      std::regex_search(r.output, row, std::regex(R"(option 2 \(bc\)\s+20\s+20\s+5\s+([0-9.]+)\s+-\n)")))
+      << r.output;
+  EXPECT_GT(std::stod(row[1].str()), 0.0) << r.output;
   // Once more: every device is enrolled and its BC revoked, so each new key is refused (403), and
   // the report groups them by problem code.
   const auto again = run(agent() + " fleet --reel " + shell_quote(reel) + " --trust " + shell_quote(root()) +
                          " --server " + est_url(server_, "option2") + " --progress never");
   EXPECT_EQ(again.exit_code, 1) << again.output;
   EXPECT_NE(again.output.find("enrolled 0"), std::string::npos) << again.output;
-  EXPECT_NE(again.output.find("bc-revoked=20"), std::string::npos) << again.output;
+  EXPECT_TRUE(
+      std::regex_search(again.output, std::regex(R"(option 2 \(bc\)\s+20\s+0\s+0\s+0\.0\s+bc-revoked=20\n)")))
+      << again.output;
 }
 
 // Fault injection: the server is SIGKILLed and restarted on its port while a fleet of 1,000 devices
@@ -546,76 +531,373 @@ TEST_F(Agent, AFleetOfAThousandSurvivesTheServerKilledAndRestarted) {
   EXPECT_EQ(subjects.size(), kDevices);
 }
 
-// SoftHSM2 stands in for the secure element: the chip's BC key is imported into a token, the agent
-// enrolls with it (mTLS and nothing on disk), and the IDC keys are generated in the token.
-TEST_F(Agent, EnrollsAndReenrollsWithKeysInAPkcs11Token) {
-  std::string module;
+// ---------------------------------------------------------------------------------------------------
+// The agent's misbehaving server: the real server's TLS certificate (so TLS verifies against the
+// provisioned anchor) and its real cacerts, but simpleenroll / simplereenroll answers it must refuse.
+
+// Every file of the device's credential generations (current/ and any other idc-*), by path, and
+// where `current` points: what a refused answer must leave byte for byte as it was.
+std::map<std::string, std::string> credential_files(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  std::error_code ec;
+  out["current ->"] = fs::read_symlink(dir + "/current", ec).string();
+  if (!fs::exists(dir)) return out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    const auto rel = fs::relative(e.path(), dir).string();
+    if (!rel.starts_with("idc-") && !rel.starts_with(".idc-")) continue;
+    out[rel] = e.is_regular_file() ? slurp(e.path().string()) : "(directory)";
+  }
+  return out;
+}
+
+class AgentRogueServer : public Agent {
+ protected:
+  static void TearDownTestSuite() {
+    other_idc_.clear();
+    Agent::TearDownTestSuite();
+  }
+
+  // The rogue server answering `answer`; its enroll answers hold the IDC (and CA chain) of another
+  // device, which the real server issued.
+  std::unique_ptr<testing::RogueEstServer> rogue(testing::RogueEstServer::Answer answer) {
+    if (other_idc_.empty()) {
+      const auto e = enroll(chip(56), "other-device", "option2");
+      EXPECT_EQ(e.exit_code, 0) << e.output;
+      auto chain = x509::Certificate::parse_pem_chain(slurp(state("other-device") + "/current/idc.pem") +
+                                                      slurp(state("other-device") + "/current/cacerts.pem"));
+      EXPECT_TRUE(chain && chain->size() >= 2);
+      if (chain) other_idc_ = crypto::base64_encode(x509::make_pkcs7_certs_only(*chain));
+    }
+    // The real server's cacerts answer, as it sends it.
+    const auto cacerts = run("curl -sS --fail --cacert " + shell_quote(root()) + " " +
+                             shell_quote(est_url(server_, "option2") + "/cacerts"));
+    EXPECT_EQ(cacerts.exit_code, 0) << cacerts.output;
+    auto key =
+        crypto::load_private_key(home() + "/tls/server.key", "file:" + home() + "/secrets/ca-passphrase");
+    EXPECT_TRUE(key) << key.error().detail;
+    auto key_pem = key->to_pem();
+    EXPECT_TRUE(key_pem);
+    return std::make_unique<testing::RogueEstServer>(answer, slurp(home() + "/tls/server.pem"),
+                                                     std::string(key_pem->reveal()), cacerts.output,
+                                                     other_idc_);
+  }
+
+  // A device enrolled at the real server, then pointed at `url` (device.json's server).
+  static std::string enrolled_then_moved_to(std::size_t chip_index, const std::string& name,
+                                            const std::string& url) {
+    const auto e = enroll(chip(chip_index), name, "option2");
+    EXPECT_EQ(e.exit_code, 0) << e.output;
+    auto config = nlohmann::json::parse(slurp(state(name) + "/device.json"));
+    config["server"] = url;
+    EXPECT_TRUE(write_file_atomic(state(name) + "/device.json", as_bytes(config.dump(2) + "\n")));
+    return name;
+  }
+
+  // A first enrollment against `rogue` is refused with `message`, and leaves no credentials.
+  static void expect_enroll_refused(testing::RogueEstServer& rogue, std::size_t chip_index,
+                                    const std::string& name, int exit_code, const std::string& message) {
+    const auto r =
+        run(agent() + " enroll --chip " + shell_quote(chip(chip_index)) + " --trust " + shell_quote(root()) +
+            " --server " + rogue.url("option2") + " --dir " + shell_quote(state(name)) + " --max-wait 1s");
+    EXPECT_EQ(r.exit_code, exit_code) << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << r.output;
+    EXPECT_GE(rogue.enroll_requests(), 1) << "the agent never reached simpleenroll:\n" << r.output;
+    EXPECT_EQ(credential_files(state(name)), (std::map<std::string, std::string>{{"current ->", ""}}));
+  }
+
+  // A re-enrollment against `rogue` is refused with `message`; the credentials are as they were.
+  static void expect_reenroll_refused(testing::RogueEstServer& rogue, std::size_t chip_index,
+                                      const std::string& name, int exit_code, const std::string& message) {
+    enrolled_then_moved_to(chip_index, name, rogue.url("option2"));
+    const auto before = credential_files(state(name));
+    ASSERT_EQ(before.size(), 5u);  // current ->, idc-<serial>/ and its IDC, key and cacerts
+    const int requests = rogue.enroll_requests();
+    const auto r = run(agent() + " reenroll --dir " + shell_quote(state(name)) + " --max-wait 1s");
+    EXPECT_EQ(r.exit_code, exit_code) << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << r.output;
+    EXPECT_GT(rogue.enroll_requests(), requests) << "the agent never reached simplereenroll:\n" << r.output;
+    EXPECT_EQ(credential_files(state(name)), before);
+    expect_valid_credentials(name);
+  }
+
+  static std::string other_idc_;  // base64 PKCS#7 certs-only
+};
+std::string AgentRogueServer::other_idc_;
+
+TEST_F(AgentRogueServer, RefusesAnIdcForAnotherKeyAndKeepsTheCredentials) {
+  const auto server = rogue(testing::RogueEstServer::Answer::as_given);
+  const std::string message = "the issued certificate is for a different key than the one requested; refused";
+  expect_enroll_refused(*server, 57, "other-key-enroll", 5, message);
+  expect_reenroll_refused(*server, 58, "other-key-reenroll", 5, message);
+}
+
+TEST_F(AgentRogueServer, RefusesAnAnswerCutShortAndKeepsTheCredentials) {
+  // Content-Length promises more than arrives before the connection closes: a lost answer, which the
+  // agent retries (with the same key) until --max-wait.
+  const auto server = rogue(testing::RogueEstServer::Answer::cut_short);
+  const std::string message = "is truncated: the connection closed after ";
+  expect_enroll_refused(*server, 59, "cut-short-enroll", 6, message);
+  expect_reenroll_refused(*server, 60, "cut-short-reenroll", 6, message);
+}
+
+TEST_F(AgentRogueServer, RefusesAHalfBase64AnswerAndKeepsTheCredentials) {
+  // The body decodes, but to half the PKCS#7 its DER header declares.
+  const auto server = rogue(testing::RogueEstServer::Answer::half_of_base64);
+  const std::string message = "enroll: the answer is truncated: its PKCS#7 declares ";
+  expect_enroll_refused(*server, 61, "half-enroll", 2, message);
+  expect_reenroll_refused(*server, 62, "half-reenroll", 2, message);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The enroll, re-enroll and renew flows by every route a device may take to the server and with
+// every kind of key: straight to `hallmark serve` or through nginx in front of it (nginx-config,
+// nginx's TLS certificate is the server's own, so the device's anchor verifies it), with key files
+// or with keys in a SoftHSM2 token standing in for the secure element.
+
+enum class Route { direct, nginx };
+enum class Keys { file, token };
+void PrintTo(Route r, std::ostream* os) {
+  *os << (r == Route::direct ? "direct" : "nginx");
+}
+void PrintTo(Keys k, std::ostream* os) {
+  *os << (k == Keys::file ? "file keys" : "token keys");
+}
+
+std::string softhsm_module() {
   for (const char* m : {"/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
                         "/usr/local/lib/softhsm/libsofthsm2.so"}) {
-    if (fs::exists(m)) module = m;
+    if (fs::exists(m)) return m;
   }
-  if (module.empty() || run("softhsm2-util --version").exit_code != 0)
-    GTEST_SKIP() << "SoftHSM2 is not installed";
-  const auto hsm = w() + "/hsm";
-  fs::create_directories(hsm + "/tokens");
-  ASSERT_TRUE(write_file_atomic(hsm + "/softhsm2.conf",
-                                as_bytes("directories.tokendir = " + hsm +
-                                         "/tokens\nobjectstore.backend = file\nlog.level = ERROR\n")));
-  const std::string env = "SOFTHSM2_CONF=" + shell_quote(hsm + "/softhsm2.conf") + " DEVICE_PIN=4321 ";
-  auto r = run(env + "softhsm2-util --init-token --free --label device --pin 4321 --so-pin 87654321");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  auto image = device::ChipImage::load(chip(10));
-  ASSERT_TRUE(image);
-  ASSERT_TRUE(write_file_atomic(hsm + "/bc.key", as_bytes(image->key.to_pem()->reveal()), 0600));
-  std::string chain;
-  for (const auto& c : image->chain) chain += c.to_pem();
-  ASSERT_TRUE(write_file_atomic(hsm + "/bc.pem", as_bytes(chain)));
-  r = run(env + "softhsm2-util --import " + shell_quote(hsm + "/bc.key") +
-          " --token device --label bc --id 01 --pin 4321");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  fs::remove(hsm + "/bc.key");  // from here on the BC key exists only in the token
+  return {};
+}
 
-  const std::string mp = "?module-path=" + module;
-  r = run(env + agent() + " enroll --bc " + shell_quote(hsm + "/bc.pem") + " --bc-key " +
-          shell_quote("pkcs11:token=device;object=bc;type=private" + mp) +
-          " --pin-source env:DEVICE_PIN --key " + shell_quote("pkcs11:token=device" + mp) + " --trust " +
-          shell_quote(root()) + " --server " + est_url(server_, "option2") + " --dir " +
-          shell_quote(state("hsm")) + " --max-wait 5s");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto cur = state("hsm") + "/current";
-  ASSERT_TRUE(fs::exists(cur + "/key.uri"));
-  EXPECT_FALSE(fs::exists(cur + "/key.pem"));
-  EXPECT_FALSE(fs::exists(state("hsm") + "/bc.key"));
-  const auto first = current_idc("hsm");
-  const auto v = run("openssl verify -CAfile " + shell_quote(root()) + " -untrusted " +
-                     shell_quote(cur + "/cacerts.pem") + " " + shell_quote(cur + "/idc.pem"));
-  EXPECT_EQ(v.exit_code, 0) << v.output;
-
-  r = run(env + agent() + " reenroll --dir " + shell_quote(state("hsm")) + " --max-wait 5s");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto second = current_idc("hsm");
-  EXPECT_NE(second.serial_hex(), first.serial_hex());
-  EXPECT_FALSE(second.public_key() == first.public_key());
-  // The IDC's key is the token's: the agent's status loads it through the engine and the IDC matches.
-  ::setenv("SOFTHSM2_CONF", (hsm + "/softhsm2.conf").c_str(), 1);
-  ::setenv("DEVICE_PIN", "4321", 1);
-  auto uri = read_text_file(cur + "/key.uri");
-  ASSERT_TRUE(uri);
-  auto key = device::load_key(uri->substr(0, uri->find('\n')), "env:DEVICE_PIN");
-  ASSERT_TRUE(key) << key.error().detail;
-  EXPECT_TRUE((*key)->public_key() == second.public_key());
-  // No private key was ever written to the state directory.
-  for (const auto& e : fs::recursive_directory_iterator(state("hsm"))) {
-    if (e.is_regular_file()) {
-      EXPECT_EQ(slurp(e.path().string()).find("PRIVATE KEY"), std::string::npos) << e.path();
+class AgentRoute : public Agent, public ::testing::WithParamInterface<std::tuple<Route, Keys>> {
+ protected:
+  static void SetUpTestSuite() {
+    Agent::SetUpTestSuite();
+    if (::testing::Test::HasFatalFailure()) return;
+    if (!testing::nginx_binary().empty()) {
+      nginx_port_ = testing::free_port();
+      const auto conf = w() + "/nginx-hallmark.conf";
+      const auto r =
+          run(oem() + " proxy nginx-config --upstream https://127.0.0.1:" + std::to_string(server_.port()) +
+              " --alias option2 --alias short --alias long" +
+              " --listen 127.0.0.1:" + std::to_string(nginx_port_) + " --out " + shell_quote(conf));
+      // Failures here fail the tests that need nginx (SetUp), where a fatal one would skip them all.
+      if (r.exit_code != 0) {
+        nginx_error_ = "hallmark proxy nginx-config failed:\n" + r.output;
+      } else {
+        nginx_ = new testing::NginxProcess();
+        nginx_error_ = nginx_->start(w() + "/nginx", conf, nginx_port_);
+      }
+    }
+    // One token for the suite's devices; the agents find it through SOFTHSM2_CONF, their PIN in
+    // DEVICE_PIN (both inherited from this process).
+    if (!softhsm_module().empty() && run("softhsm2-util --version").exit_code == 0) {
+      const auto hsm = w() + "/hsm";
+      fs::create_directories(hsm + "/tokens");
+      token_ready_ = true;
+      if (!write_file_atomic(hsm + "/softhsm2.conf",
+                             as_bytes("directories.tokendir = " + hsm +
+                                      "/tokens\nobjectstore.backend = file\nlog.level = ERROR\n"))) {
+        token_error_ = "cannot write softhsm2.conf";
+        return;
+      }
+      ::setenv("SOFTHSM2_CONF", (hsm + "/softhsm2.conf").c_str(), 1);
+      ::setenv("DEVICE_PIN", "4321", 1);
+      const auto r = run("softhsm2-util --init-token --free --label device --pin 4321 --so-pin 87654321");
+      if (r.exit_code != 0) token_error_ = "softhsm2-util --init-token failed:\n" + r.output;
     }
   }
-  // A wrong PIN is a clear error and changes nothing.
-  r = run("SOFTHSM2_CONF=" + shell_quote(hsm + "/softhsm2.conf") + " DEVICE_PIN=0000 " + agent() +
-          " reenroll --dir " + shell_quote(state("hsm")) + " --max-wait 1s");
-  EXPECT_NE(r.exit_code, 0) << r.output;
-  EXPECT_EQ(current_idc("hsm"), second);
+
+  static void TearDownTestSuite() {
+    delete nginx_;  // SIGTERM: nginx's master stops its workers
+    nginx_ = nullptr;
+    nginx_error_.clear();
+    token_ready_ = false;
+    token_error_.clear();
+    ::unsetenv("SOFTHSM2_CONF");
+    ::unsetenv("DEVICE_PIN");
+    Agent::TearDownTestSuite();
+  }
+
+  void SetUp() override {
+    if (route() == Route::nginx) {
+      if (testing::nginx_binary().empty()) GTEST_SKIP() << "nginx is not installed (scripts/install-deps)";
+      ASSERT_TRUE(nginx_error_.empty()) << nginx_error_;
+      ASSERT_TRUE(nginx_ != nullptr && nginx_->running()) << "nginx is not running";
+    }
+    if (keys() == Keys::token) {
+      if (!token_ready_) GTEST_SKIP() << "SoftHSM2 is not installed (scripts/install-deps)";
+      ASSERT_TRUE(token_error_.empty()) << token_error_;
+    }
+  }
+
+  static Route route() { return std::get<0>(GetParam()); }
+  static Keys keys() { return std::get<1>(GetParam()); }
+  static std::string route_name(Route r) { return r == Route::direct ? "direct" : "nginx"; }
+  static std::string keys_name(Keys k) { return k == Keys::file ? "file" : "token"; }
+  // A device name of this route and key kind.
+  static std::string device(const std::string& name) {
+    return name + "-" + route_name(route()) + "-" + keys_name(keys());
+  }
+  // Chip `k` (0-3) of this route and key kind: four chips each from 40.
+  static std::size_t chip_of(std::size_t k) {
+    return 40 + 4 * (2 * static_cast<std::size_t>(route()) + static_cast<std::size_t>(keys())) + k;
+  }
+  static std::string url(const std::string& alias) {
+    if (route() == Route::direct) return est_url(server_, alias);
+    return "https://127.0.0.1:" + std::to_string(nginx_port_) + "/.well-known/est/" + alias;
+  }
+
+  // Enrolls chip `k` as `name` through `alias`. With token keys, the chip's BC key first goes into
+  // the token (and no longer exists on disk), and the IDC key is generated in it.
+  static testing::CommandResult enroll_device(std::size_t k, const std::string& name,
+                                              const std::string& alias) {
+    const auto tail = " --trust " + shell_quote(root()) + " --server " + url(alias) + " --dir " +
+                      shell_quote(state(name)) + " --max-wait 5s";
+    if (keys() == Keys::file) return run(agent() + " enroll --chip " + shell_quote(chip(chip_of(k))) + tail);
+    auto image = device::ChipImage::load(chip(chip_of(k)));
+    if (!image) return {1, image.error().detail};
+    const auto staging = w() + "/hsm/" + name;
+    fs::create_directories(staging);
+    if (!write_file_atomic(staging + "/bc.key", as_bytes(image->key.to_pem()->reveal()), 0600))
+      return {1, "cannot write the BC key"};
+    std::string chain;
+    for (const auto& c : image->chain) chain += c.to_pem();
+    if (!write_file_atomic(staging + "/bc.pem", as_bytes(chain))) return {1, "cannot write the BC"};
+    const auto imported =
+        run("softhsm2-util --import " + shell_quote(staging + "/bc.key") + " --token device --label bc-" +
+            name + " --id " + fmt::format("{:04x}", chip_of(k)) + " --pin 4321");
+    fs::remove(staging + "/bc.key");  // from here on the BC key exists only in the token
+    if (imported.exit_code != 0) return imported;
+    const std::string module = "?module-path=" + softhsm_module();
+    return run(agent() + " enroll --bc " + shell_quote(staging + "/bc.pem") + " --bc-key " +
+               shell_quote("pkcs11:token=device;object=bc-" + name + ";type=private" + module) +
+               " --pin-source env:DEVICE_PIN --key " + shell_quote("pkcs11:token=device" + module) + tail);
+  }
+
+  // The agent's requests since `offset` of nginx's access log went through it with these answers
+  // (e.g. "POST /.well-known/est/short/simplereenroll HTTP/1.1\" 200"); nothing to check directly.
+  static void expect_through_nginx(std::size_t offset, const std::vector<std::string>& lines) {
+    if (route() != Route::nginx) return;
+    const auto log = nginx_->access_log();
+    const auto since = log.substr(std::min(offset, log.size()));
+    for (const auto& l : lines) EXPECT_NE(since.find(l), std::string::npos) << l << "\n" << since;
+  }
+  static std::size_t nginx_log_size() { return route() == Route::nginx ? nginx_->access_log().size() : 0; }
+
+  static testing::NginxProcess* nginx_;
+  static std::string nginx_error_;
+  static int nginx_port_;
+  static bool token_ready_;  // SoftHSM2 is installed
+  static std::string token_error_;
+};
+testing::NginxProcess* AgentRoute::nginx_ = nullptr;
+std::string AgentRoute::nginx_error_;
+int AgentRoute::nginx_port_ = 0;
+bool AgentRoute::token_ready_ = false;
+std::string AgentRoute::token_error_;
+
+TEST_P(AgentRoute, EnrollsAndReenrollsWithANewKeyAndTheSameSubject) {
+  const auto name = device("re");
+  const auto log_at = nginx_log_size();
+  const auto e = enroll_device(0, name, "option2");
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  EXPECT_NE(e.output.find("enrolled: "), std::string::npos) << e.output;
+  expect_valid_credentials(name);
+  const auto before = current_idc(name);
+  EXPECT_EQ(certificates_issued_for(before.serial_hex()), 1u);
+
+  const auto r = run(agent() + " reenroll --dir " + shell_quote(state(name)));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto after = current_idc(name);
+  EXPECT_NE(after.serial_hex(), before.serial_hex());
+  EXPECT_TRUE(after.subject() == before.subject());
+  EXPECT_FALSE(after.public_key() == before.public_key());
+  expect_valid_credentials(name);
+  // The previous generation is kept beside the current one.
+  EXPECT_TRUE(fs::exists(state(name) + "/idc-" + before.serial_hex() + "/idc.pem"));
+  // Key reuse is refused by this alias; the current credentials stay.
+  const auto same = run(agent() + " reenroll --keep-key --dir " + shell_quote(state(name)));
+  EXPECT_EQ(same.exit_code, 5) << same.output;
+  EXPECT_NE(same.output.find("key-reuse"), std::string::npos) << same.output;
+  EXPECT_EQ(current_idc(name), after);
+  expect_through_nginx(log_at, {"GET /.well-known/est/option2/cacerts HTTP/1.1\" 200",
+                                "POST /.well-known/est/option2/simpleenroll HTTP/1.1\" 200",
+                                "POST /.well-known/est/option2/simplereenroll HTTP/1.1\" 200",
+                                "POST /.well-known/est/option2/simplereenroll HTTP/1.1\" 403"});
+
+  if (keys() == Keys::token) {
+    // No private key was ever written to the state directory: the BC key and both IDC keys are the
+    // token's.
+    EXPECT_TRUE(fs::exists(state(name) + "/current/key.uri"));
+    for (const auto& f : fs::recursive_directory_iterator(state(name))) {
+      if (f.is_regular_file()) {
+        EXPECT_EQ(slurp(f.path().string()).find("PRIVATE KEY"), std::string::npos) << f.path();
+      }
+    }
+    // A wrong PIN is a clear error and changes nothing.
+    const auto bad =
+        run("DEVICE_PIN=0000 " + agent() + " reenroll --dir " + shell_quote(state(name)) + " --max-wait 1s");
+    EXPECT_NE(bad.exit_code, 0) << bad.output;
+    EXPECT_NE(bad.output.find("hallmark-device: error:"), std::string::npos) << bad.output;
+    EXPECT_EQ(current_idc(name), after);
+  }
 }
+
+TEST_P(AgentRoute, RenewsInsideTheWindowOnly) {
+  // 2-minute IDCs (notBefore backdated 5 minutes): already in the last third of their lifetime.
+  const auto short_lived = device("short");
+  const auto log_at = nginx_log_size();
+  auto e = enroll_device(1, short_lived, "short");
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  const auto first = current_idc(short_lived);
+  EXPECT_FALSE(first.has_no_expiry());
+  const auto r = run(agent() + " renew --dir " + shell_quote(state(short_lived)));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("renewed"), std::string::npos) << r.output;
+  EXPECT_NE(current_idc(short_lived).serial_hex(), first.serial_hex());
+  expect_valid_credentials(short_lived);
+
+  // 1-hour IDCs: not due, nothing sent; forced, the server refuses outside its window and the
+  // credentials stay as they were.
+  const auto long_lived = device("long");
+  e = enroll_device(2, long_lived, "long");
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  const auto idc = current_idc(long_lived);
+  const auto early = run(agent() + " renew --dir " + shell_quote(state(long_lived)));
+  ASSERT_EQ(early.exit_code, 0) << early.output;
+  EXPECT_NE(early.output.find("not due until"), std::string::npos) << early.output;
+  EXPECT_EQ(current_idc(long_lived), idc);
+  const auto forced = run(agent() + " renew --force --dir " + shell_quote(state(long_lived)));
+  EXPECT_EQ(forced.exit_code, 5) << forced.output;
+  EXPECT_NE(forced.output.find("outside-renewal-window"), std::string::npos) << forced.output;
+  EXPECT_EQ(current_idc(long_lived), idc);
+  expect_valid_credentials(long_lived);
+
+  // No expiry: never renewed unless forced.
+  const auto forever = device("forever");
+  e = enroll_device(3, forever, "option2");
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  const auto never = run(agent() + " renew --dir " + shell_quote(state(forever)));
+  EXPECT_EQ(never.exit_code, 0) << never.output;
+  EXPECT_NE(never.output.find("no expiry"), std::string::npos) << never.output;
+
+  expect_through_nginx(log_at, {"POST /.well-known/est/short/simpleenroll HTTP/1.1\" 200",
+                                "POST /.well-known/est/short/simplereenroll HTTP/1.1\" 200",
+                                "POST /.well-known/est/long/simpleenroll HTTP/1.1\" 200",
+                                "POST /.well-known/est/long/simplereenroll HTTP/1.1\" 403"});
+}
+
+INSTANTIATE_TEST_SUITE_P(Through, AgentRoute,
+                         ::testing::Combine(::testing::Values(Route::direct, Route::nginx),
+                                            ::testing::Values(Keys::file, Keys::token)),
+                         [](const ::testing::TestParamInfo<AgentRoute::ParamType>& info) {
+                           return (std::get<0>(info.param) == Route::direct ? std::string("direct")
+                                                                            : std::string("nginx")) +
+                                  (std::get<1>(info.param) == Keys::file ? "_file_keys" : "_token_keys");
+                         });
 
 }  // namespace
 }  // namespace hallmark

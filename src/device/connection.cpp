@@ -153,6 +153,17 @@ asio::awaitable<Result<EstReply>> Connection::request(http::verb verb, std::stri
   parser.header_limit(kMaxHeaderBytes);
   layer.expires_after(timeout_);
   co_await http::async_read(stream_, buffer_, parser, asio::redirect_error(asio::use_awaitable, ec));
+  // The head arrived but the connection closed before the body it announced: a lost answer (retried,
+  // with the same key), said as such rather than as Beast's "partial message".
+  if (ec && parser.is_header_done() &&
+      (ec == http::error::partial_message || ec == asio::ssl::error::stream_truncated)) {
+    const auto announced = parser.content_length();
+    co_return fail(Errc::unavailable,
+                   fmt::format("the answer to {} is truncated: the connection closed after {} of the {} "
+                               "body bytes announced",
+                               target, parser.get().body().size(),
+                               announced ? std::to_string(*announced) : std::string("(unknown)")));
+  }
   if (ec) co_return fail(Errc::unavailable, tls_error(fmt::format("reading the answer to {}", target), ec));
   auto res = parser.release();
   EstReply r;

@@ -141,6 +141,37 @@ TEST(DeviceChecks, IssuedCertificateMustCarryTheRequestedKeyAndChain) {
   EXPECT_EQ(foreign.error().code, Errc::forbidden);
 }
 
+TEST(DeviceAnswer, ATruncatedCertsOnlyAnswerIsRefusedAsTruncated) {
+  MiniPki ours("Ours");
+  const auto key = *crypto::PrivateKey::generate(crypto::KeyType::ec_p256);
+  EstReply reply;
+  reply.status = 200;
+  reply.content_type = "application/pkcs7-mime; smime-type=certs-only";
+  const auto whole =
+      crypto::base64_encode(x509::make_pkcs7_certs_only({ours.leaf(key.public_key()), ours.ca}));
+  reply.body = whole;
+  auto certs = decode_certs_only(reply, "simpleenroll");
+  ASSERT_TRUE(certs) << certs.error().detail;
+  EXPECT_EQ(certs->size(), 2u);
+  // Cut at every 4-character quantum: the base64 decodes, to less DER than its header declares.
+  for (std::size_t n = 4; n < whole.size(); n += 4) {
+    reply.body = whole.substr(0, n);
+    auto cut = decode_certs_only(reply, "simpleenroll");
+    ASSERT_FALSE(cut) << n;
+    EXPECT_EQ(cut.error().code, Errc::invalid_input);
+    EXPECT_NE(cut.error().detail.find("simpleenroll: the answer is truncated: its PKCS#7 "),
+              std::string::npos)
+        << n << ": " << cut.error().detail;
+  }
+  // Cut inside a quantum: not even base64.
+  reply.body = whole.substr(0, whole.size() / 2 / 4 * 4 + 1);
+  auto odd = decode_certs_only(reply, "simplereenroll");
+  ASSERT_FALSE(odd);
+  EXPECT_NE(odd.error().detail.find("simplereenroll: the answer is not base64, truncated or corrupt"),
+            std::string::npos)
+      << odd.error().detail;
+}
+
 TEST(DeviceCsr, EnrollmentCsrCarriesTheUkidWhereAskedAndTheSecret) {
   const auto key = *crypto::PrivateKey::generate(crypto::KeyType::ec_p256);
   const crypto::FileSigner signer(key, "k");

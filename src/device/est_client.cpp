@@ -36,6 +36,25 @@ T run_sync(boost::asio::io_context& io, boost::asio::awaitable<T> task) {
   return std::move(*out);
 }
 
+// Why `der` is shorter than the value its header declares; empty when it is not (or is not DER).
+std::string der_shortfall(ByteView der) {
+  constexpr std::string_view kCutHeader = "its PKCS#7 header is cut short";
+  if (der.size() < 2) return der.empty() ? std::string() : std::string(kCutHeader);
+  const auto first = static_cast<unsigned char>(der[1]);
+  std::size_t header = 2;
+  std::size_t length = first;
+  if (first >= 0x80) {
+    const std::size_t n = first & 0x7f;
+    if (n == 0 || n > 4) return {};
+    if (der.size() < 2 + n) return std::string(kCutHeader);
+    header += n;
+    length = 0;
+    for (std::size_t i = 0; i < n; ++i) length = (length << 8) | static_cast<unsigned char>(der[2 + i]);
+  }
+  if (header + length <= der.size()) return {};
+  return fmt::format("its PKCS#7 declares {} bytes, {} arrived", header + length, der.size());
+}
+
 }  // namespace
 
 Result<ServerUrl> ServerUrl::parse(std::string_view url) {
@@ -192,7 +211,15 @@ Result<std::vector<x509::Certificate>> decode_certs_only(const EstReply& reply, 
                 fmt::format("{}: expected application/pkcs7-mime, got '{}'", operation, reply.content_type));
   }
   auto der = crypto::base64_decode(reply.body);
-  if (!der) return fail(Errc::invalid_input, fmt::format("{}: the answer is not base64", operation));
+  if (!der) {
+    return fail(Errc::invalid_input,
+                fmt::format("{}: the answer is not base64, truncated or corrupt ({}); refused", operation,
+                            der.error().detail));
+  }
+  // A body cut short at a base64 boundary decodes, but to less DER than its header declares.
+  if (const auto why = der_shortfall(*der); !why.empty()) {
+    return fail(Errc::invalid_input, fmt::format("{}: the answer is truncated: {}; refused", operation, why));
+  }
   auto certs = x509::parse_pkcs7_certs_only(*der);
   if (!certs) return std::unexpected(certs.error().with_context(operation));
   if (certs->empty())

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "hallmark/x509/crl.hpp"
+#include "nginx_process.hpp"
 #include "serve_harness.hpp"
 
 namespace hallmark {
@@ -14,13 +15,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace hallmark::testing;
-
-std::string nginx_binary() {
-  for (const char* p : {"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"}) {
-    if (fs::exists(p)) return p;
-  }
-  return {};
-}
 
 // The PEM file's first certificate, URL-encoded as nginx's $ssl_client_escaped_cert.
 std::string escaped_first_cert(const std::string& pem_file) {
@@ -64,41 +58,16 @@ trusted_cas = ["proxy"]
             " --listen 127.0.0.1:" + std::to_string(nginx_port_) + " --server-name localhost --out " +
             shell_quote(tmp("hallmark-nginx.conf")));
     ASSERT_EQ(r.exit_code, 0) << r.output;
-    const auto prefix = tmp("nginx");
-    fs::create_directories(prefix + "/logs");
-    std::ofstream(prefix + "/nginx.conf") << "pid " << prefix << "/nginx.pid;\n"
-                                          << "error_log " << prefix << "/logs/error.log info;\n"
-                                          << "worker_processes 1;\n"
-                                          << "events { worker_connections 128; }\n"
-                                          << "http {\n"
-                                          << "  access_log " << prefix << "/logs/access.log;\n"
-                                          << "  client_body_temp_path " << prefix << "/body;\n"
-                                          << "  proxy_temp_path " << prefix << "/proxy;\n"
-                                          << "  fastcgi_temp_path " << prefix << "/fastcgi;\n"
-                                          << "  uwsgi_temp_path " << prefix << "/uwsgi;\n"
-                                          << "  scgi_temp_path " << prefix << "/scgi;\n"
-                                          << "  include " << tmp("hallmark-nginx.conf") << ";\n"
-                                          << "}\n";
-    nginx_ = new Child();
-    ASSERT_TRUE(nginx_->start(
-        nginx_binary(),
-        {"-p", prefix, "-e", prefix + "/logs/error.log", "-c", prefix + "/nginx.conf", "-g", "daemon off;"},
-        tmp("nginx.out")));
+    nginx_ = new NginxProcess();
     // Ready when a request passes through to hallmark (proxy TLS with the client certificate included).
-    for (int i = 0; i < 100; ++i) {
-      ASSERT_TRUE(nginx_->running()) << "nginx exited:\n"
-                                     << slurp(tmp("nginx.out")) << slurp(prefix + "/logs/error.log");
-      if (curl(home(), dir_->path().string(), shell_quote(via_nginx("/.well-known/est/cacerts")), 5).status ==
-          200)
-        break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+    // A failure here fails every test (SetUp), where a fatal one would only skip them.
+    nginx_error_ = nginx_->start(tmp("nginx"), tmp("hallmark-nginx.conf"), nginx_port_, [] {
+      return curl(home(), dir_->path().string(), via_nginx("/.well-known/est/cacerts"), 5).status == 200;
+    });
   }
 
   static void TearDownTestSuite() {
-    // SIGTERM: nginx's master stops its workers (a SIGKILL would leave them running), then reap.
-    if (nginx_ != nullptr) nginx_->stop();
-    delete nginx_;
+    delete nginx_;  // SIGTERM: nginx's master stops its workers
     nginx_ = nullptr;
     delete serve_;
     serve_ = nullptr;
@@ -110,6 +79,7 @@ trusted_cas = ["proxy"]
 
   void SetUp() override {
     if (nginx_binary().empty()) GTEST_SKIP() << "nginx is not installed (scripts/install-deps)";
+    ASSERT_TRUE(nginx_error_.empty()) << nginx_error_;
     ASSERT_TRUE(nginx_ != nullptr && nginx_->running()) << "nginx is not running";
   }
 
@@ -148,13 +118,15 @@ trusted_cas = ["proxy"]
   static TempDir* dir_;
   static store::Store* store_;
   static ServeProcess* serve_;
-  static Child* nginx_;
+  static NginxProcess* nginx_;
+  static std::string nginx_error_;
   static int nginx_port_;
 };
 TempDir* Proxy::dir_ = nullptr;
 store::Store* Proxy::store_ = nullptr;
 ServeProcess* Proxy::serve_ = nullptr;
-Child* Proxy::nginx_ = nullptr;
+NginxProcess* Proxy::nginx_ = nullptr;
+std::string Proxy::nginx_error_;
 int Proxy::nginx_port_ = 0;
 
 TEST_F(Proxy, TheGeneratedConfigurationHasTheContractedDirectives) {
@@ -392,7 +364,7 @@ TEST_F(Proxy, WithCrlNginxNeedsEveryCasCrlAndRefusesARevokedBirthCertificate) {
                  shell_quote(tmp("hallmark-nginx.conf")));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     ASSERT_NE(slurp(tmp("hallmark-nginx.conf")).find("\n    ssl_crl "), std::string::npos);
-    ::kill(nginx_->pid(), SIGHUP);
+    nginx_->reload();
   };
   const auto cacerts_with = [&](const Device& d) {
     return request("--cert " + shell_quote(d.chain) + " --key " + shell_quote(d.key) + " " +
@@ -410,15 +382,15 @@ TEST_F(Proxy, WithCrlNginxNeedsEveryCasCrlAndRefusesARevokedBirthCertificate) {
   fs::create_directories(home() + "/crl");
   spit(home() + "/crl/nginx.pem", bc_crl);
   reload();
-  EXPECT_EQ(wait_for(good, 400), 400) << slurp(tmp("nginx/logs/error.log"));
-  EXPECT_NE(slurp(tmp("nginx/logs/error.log")).find("unable to get certificate CRL"), std::string::npos);
+  EXPECT_EQ(wait_for(good, 400), 400) << nginx_->error_log();
+  EXPECT_NE(nginx_->error_log().find("unable to get certificate CRL"), std::string::npos);
 
   // Every CA's CRL: the good device enrolls, the revoked BC is refused by nginx.
   spit(home() + "/crl/nginx.pem", bc_crl + crl_of("root", {}) + crl_of("idc", {}));
   reload();
-  EXPECT_EQ(wait_for(good, 200), 200) << slurp(tmp("nginx/logs/error.log"));
+  EXPECT_EQ(wait_for(good, 200), 200) << nginx_->error_log();
   EXPECT_EQ(cacerts_with(revoked), 400);
-  EXPECT_NE(slurp(tmp("nginx/logs/error.log")).find("certificate revoked"), std::string::npos);
+  EXPECT_NE(nginx_->error_log().find("certificate revoked"), std::string::npos);
   const auto csr = openssl_csr(dir(), new_key_file(dir()), "/serialNumber=" + revoked.ukid + "/CN=widget");
   auto h = request("--cert " + shell_quote(revoked.chain) + " --key " + shell_quote(revoked.key) + " " +
                    enroll_body_args(csr) + " " + via_nginx("/.well-known/est/simpleenroll"));
