@@ -62,15 +62,21 @@ Status Writer::enqueue_and_wait(std::shared_ptr<Job> job) {
   } else {
     work_cv_.notify_all();
   }
-  // Each caller sleeps on its own job: completing a batch wakes its callers and nobody else.
-  job->done.wait(false, std::memory_order_acquire);
+  // Each caller sleeps on its own job: completing a batch wakes its callers and nobody else. A
+  // condition variable, not std::atomic::wait, whose libstdc++ spin of sched_yield calls costs a
+  // busy server more CPU than the futex it ends in.
+  std::unique_lock lock(job->done_mu);
+  job->done_cv.wait(lock, [&] { return job->done; });
   return std::move(job->result);
 }
 
 void Writer::complete(std::span<std::shared_ptr<Job>> jobs) {
   for (auto& job : jobs) {
-    job->done.store(true, std::memory_order_release);
-    job->done.notify_one();
+    {
+      std::lock_guard lock(job->done_mu);
+      job->done = true;
+    }
+    job->done_cv.notify_one();
   }
 }
 

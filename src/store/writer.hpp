@@ -82,7 +82,9 @@ class Writer final {
     ConnFn alone;
     bool solo = false;  // a write run in a batch of its own
     Status result;
-    std::atomic<bool> done{false};  // set (release) after result; the caller waits on it
+    std::mutex done_mu;
+    std::condition_variable done_cv;
+    bool done = false;  // guarded by done_mu, set after result; the caller waits on done_cv
   };
   struct Lane {
     std::unique_ptr<sql::Connection> conn;
