@@ -262,6 +262,7 @@ Status serve(const PkiHome& home, const ServeOptions& options, const std::string
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  server.answers_inline = est::EstService::answers_without_store;
   auto running = HM_TRY(http::Server::start(server, handler));
   const auto port = std::to_string(running->port());
   if (revocation_service) {

@@ -83,6 +83,7 @@ ra::Peer to_peer(const http::PeerIdentity& peer) {
     p.channel_binding = peer.channel_binding.value;
   }
   p.via_proxy = peer.via_proxy;
+  p.verified = peer.verified && !peer.via_proxy;
   p.remote_address = peer.remote_address;
   return p;
 }

@@ -70,6 +70,16 @@ ra::Refusal refusal(Errc code, std::string problem, std::string reason) {
 
 }  // namespace
 
+bool EstService::answers_without_store(const http::Request& request) {
+  static constexpr std::string_view kPrefix = "/.well-known/est/";
+  if (request.method != "GET" || request.spoofed_client_cert_header) return false;
+  std::string_view path = request.path();
+  if (!path.starts_with(kPrefix)) return false;
+  path.remove_prefix(kPrefix.size());
+  if (const auto slash = path.find('/'); slash != std::string_view::npos) path.remove_prefix(slash + 1);
+  return path == "cacerts" || path == "csrattrs";
+}
+
 void EstService::install(http::Router& router) const {
   for (const auto* method : {"GET", "POST"}) {
     router.add(method, "/.well-known/est/{op}", [this](const http::Request& r, const http::PathParams& p) {

@@ -361,6 +361,7 @@ struct Harness {
     out += "chain=" + std::to_string(p.chain.size()) + "\n";
     out += "leaf=" + (p.leaf() != nullptr ? p.leaf()->fingerprint_sha256_hex() : std::string{}) + "\n";
     out += "expired=" + std::to_string(int{p.expired}) + "\n";
+    out += "verified=" + std::to_string(int{p.verified}) + "\n";
     out += "tls=" + std::string(to_string(p.tls_version)) + "\n";
     out += "cb_type=" + std::string(to_string(p.channel_binding.type)) + "\n";
     out += "cb=" + to_hex(p.channel_binding.value) + "\n";
@@ -484,6 +485,7 @@ TEST(Server, ClientCertificateIsOptional) {
   EXPECT_EQ(f["chain"], "2");  // leaf and anchor
   EXPECT_EQ(f["leaf"], fingerprint(pki().device.cert.get()));
   EXPECT_EQ(f["expired"], "0");
+  EXPECT_EQ(f["verified"], "1");  // the registrar may rely on this handshake's verification
   EXPECT_EQ(f["via_proxy"], "0");
   // The request id is sent back.
   EXPECT_NE(response.find("X-Request-Id: " + f["id"] + "\r\n"), std::string::npos);
@@ -507,6 +509,7 @@ TEST(Server, ExpiredClientCertificatePassesFlagged) {
   auto f = fields_of(expired.exchange(get("/echo")));
   EXPECT_EQ(f["leaf"], fingerprint(pki().expired_device.cert.get()));
   EXPECT_EQ(f["expired"], "1");
+  EXPECT_EQ(f["verified"], "0");  // a forgiven error: the registrar verifies again by its own rules
 }
 
 TEST(Server, ChannelBindingMatchesTheClient) {
@@ -622,6 +625,7 @@ TEST(Server, ForwardedCertificateOnlyFromTrustedProxies) {
     EXPECT_EQ(f["spoofed"], "0");
     EXPECT_EQ(f["chain"], "1");
     EXPECT_EQ(f["leaf"], device_fp);
+    EXPECT_EQ(f["verified"], "0");    // the proxy's word, not this server's handshake
     EXPECT_EQ(f["cb_type"], "none");  // POP linking does not survive a terminating proxy
     EXPECT_EQ(f["id"], "nginx-req-1");
     const auto& proxy_cert = std::string(proxy) == "proxy" ? pki().proxy : pki().pinned_proxy;
@@ -698,6 +702,23 @@ TEST(Server, GracefulDrain) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, 4s);
   EXPECT_EQ(h.server->connections(), 0u);
   EXPECT_EQ(connect_to(h.port()), -1);
+}
+
+TEST(Server, InlineRequestsAreNotQueuedBehindABlockedHandler) {
+  auto c = pki().config();
+  c.handler_threads = 1;
+  c.answers_inline = [](const Request& r) { return r.method == "GET" && r.path() == "/echo"; };
+  Harness h(c);
+  auto slow = std::async(std::launch::async, [&] {
+    TlsClient client(h.port(), {});
+    return client.exchange(get("/slow"));
+  });
+  while (h.calls < 1) std::this_thread::sleep_for(5ms);  // the only handler thread is taken
+  TlsClient client(h.port(), {.cert = "device"});
+  auto f = fields_of(client.exchange(get("/echo")));
+  EXPECT_EQ(f["chain"], "2");
+  EXPECT_EQ(slow.wait_for(0ms), std::future_status::timeout) << "answered only after /slow";
+  EXPECT_EQ(body_of(slow.get()), "slow done");
 }
 
 TEST(Server, SessionTicketsOffByDefault) {

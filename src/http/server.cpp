@@ -192,6 +192,15 @@ struct Server::State {
     for (auto& s : live) asio::post(s->executor(), [s, fn] { fn(*s); });
   }
 
+  Response call_handler(const Request& request) {
+    try {
+      return handler(request);
+    } catch (const std::exception& e) {
+      log::error("http_handler_exception", {{"request_id", request.request_id}, {"what", e.what()}});
+      return problem(500, "internal", "internal error");
+    }
+  }
+
   void accept(Worker& w);
   void on_accept(Worker& w, error_code ec, tcp::socket socket);
   void begin_drain();
@@ -360,6 +369,7 @@ class Session final : public Connection {
     const std::size_t forwarded = request.headers.count(proxies.header);
     if (trusted_proxy_) {
       request.peer.via_proxy = true;
+      request.peer.verified = false;  // the forwarded chain is the proxy's word, not our handshake
       if (forwarded > 1) {
         return respond_error(400, "bad_client_cert_header", "more than one " + proxies.header + " header");
       }
@@ -387,14 +397,11 @@ class Session final : public Connection {
       return write(state_.draining ? Response::text(503, "draining\n") : Response::text(200, "ok\n"));
     }
     phase_ = Phase::handler;
+    if (state_.config.answers_inline && state_.config.answers_inline(request)) {
+      return write(state_.call_handler(request));
+    }
     asio::post(state_.handler_pool, [self = self(), request = std::move(request)]() mutable {
-      Response response;
-      try {
-        response = self->state_.handler(request);
-      } catch (const std::exception& e) {
-        log::error("http_handler_exception", {{"request_id", request.request_id}, {"what", e.what()}});
-        response = problem(500, "internal", "internal error");
-      }
+      Response response = self->state_.call_handler(request);
       auto ex = self->stream_.get_executor();
       asio::post(ex, [self = std::move(self), response = std::move(response)]() mutable {
         self->write(std::move(response));

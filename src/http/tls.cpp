@@ -244,6 +244,8 @@ TlsPeer TlsContext::peer(SSL* ssl, const HandshakeNotes& notes) const {
   id.expired = notes.expired;
   if (verified != nullptr && sk_X509_num(verified) > 0) {
     id.chain = to_certificates(verified);
+    // The verify callback forgives some errors; the result keeps the last one it saw.
+    id.verified = SSL_get_verify_result(ssl) == X509_V_OK && !notes.expired;
   } else {
     crypto::X509StackPtr one(sk_X509_new_null());
     X509_up_ref(leaf);

@@ -59,7 +59,8 @@ DeviceOption device_option(const store::DeviceRecord& device) {
   return DeviceOption::option2;
 }
 
-Result<store::EndEntityRecord> make_end_entity(const store::DeviceRecord& device, std::string_view alias) {
+Result<store::EndEntityRecord> make_end_entity(const store::DeviceRecord& device, std::string_view alias,
+                                               const x509::Certificate* bc) {
   store::EndEntityRecord ee;
   ee.device_id = device.id;
   ee.est_alias = std::string(alias);
@@ -68,7 +69,12 @@ Result<store::EndEntityRecord> make_end_entity(const store::DeviceRecord& device
   switch (device_option(device)) {
     case DeviceOption::option2: {
       // The device computes its UKID from its own key; recompute it, never trust a stored copy alone.
-      const std::string ukid = HM_TRY(ukid_of_bc(device.bc_der));
+      std::string ukid;
+      if (bc != nullptr && bc->to_der() == device.bc_der) {
+        ukid = bc->public_key().sha256_hex();
+      } else {
+        ukid = HM_TRY(ukid_of_bc(device.bc_der));
+      }
       if (device.ukid && *device.ukid != ukid) {
         return fail(Errc::conflict, "stored UKID " + *device.ukid + " differs from the BC's UKID " + ukid);
       }

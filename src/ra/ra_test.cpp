@@ -220,6 +220,31 @@ TEST_F(Ra, AnIdcIsNotABirthCertificateAlthoughBothChainToTheSameRoot) {
   expect_refused(reg->simple_enroll(req), req, Errc::forbidden, ra::problem::kUntrustedClientCert, 1);
 }
 
+// The HTTP layer marks a path its handshake verified under the union of every alias's anchors. The
+// registrar then skips verifying it again, but still judges it by this alias's own CAs.
+TEST_F(Ra, APathVerifiedByTheHandshakeIsStillJudgedByTheAlias) {
+  make_registrar(testpki::option2_policy());
+  auto d = w.ready_device(w.bc_ca);
+  auto verified = [this](std::vector<x509::Certificate> chain, const x509::Csr& csr,
+                         const testpki::TestCa& root) {
+    chain.push_back(root.certificate);  // the verified path ends at its anchor
+    auto r = request(chain, csr);
+    r.context.peer.verified = true;
+    return r;
+  };
+  auto ok = reg->simple_enroll(verified(d.bc_chain, device_csr(d, new_key()), w.root));
+  ASSERT_TRUE(ok) << ok.error().problem << ": " << ok.error().reason;
+  // A BC of a CA that anchors another alias passes the handshake, not this alias.
+  auto other = w.make_device(w.other_bc_ca);
+  w.import(other);
+  w.mount(other);
+  auto req = verified(other.bc_chain, device_csr(other, new_key()), w.other_root);
+  expect_refused(reg->simple_enroll(req), req, Errc::forbidden, ra::problem::kUntrustedClientCert, 1);
+  // Nor does an IDC, which chains to the same root but not through the BC CA.
+  req = verified({ok->certificate, w.idc_ca.certificate}, device_csr(d, new_key()), w.root);
+  expect_refused(reg->simple_enroll(req), req, Errc::forbidden, ra::problem::kUntrustedClientCert, 1);
+}
+
 TEST_F(Ra, BcNotInTheInventoryIs403) {
   make_registrar(testpki::option2_policy());
   auto d = w.make_device(w.bc_ca);

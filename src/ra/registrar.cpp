@@ -84,6 +84,60 @@ Status verify_through(const x509::Certificate& leaf, const std::vector<x509::Cer
   return fail(Errc::unauthenticated, why);
 }
 
+// The TLS layer verified the peer's path in the handshake, under the union of every alias's anchors.
+// When that path passes through one of this alias's CAs (directly above the leaf for a CA recorded
+// without its root), verify_through would accept it: the signatures below the CA were checked by the
+// handshake, the CA's own path at start-up (make_alias). What is left is the validity at `at` (the
+// registrar's clock, not the handshake's instant). False means "not shown": verify_through decides.
+bool verified_by_tls(const Peer& peer, const std::vector<VerifiedCa>& cas, Seconds at) {
+  if (!peer.verified || peer.expired || peer.via_proxy) return false;
+  const auto& chain = peer.chain;
+  for (std::size_t i = 1; i < chain.size(); ++i) {
+    for (const auto& ca : cas) {
+      if ((ca.partial && i != 1) || at < ca.valid_from || at > ca.valid_until || !(chain[i] == ca.ca))
+        continue;
+      for (std::size_t j = 0; j < i; ++j) {
+        if (at < chain[j].not_before() || at > chain[j].not_after()) return false;
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
+// Extensions of a CA that constrain the names or policies of everything below it: a client path
+// through such a CA is always verified in full.
+constexpr std::string_view kConstraintOids[] = {"2.5.29.30", "2.5.29.33", "2.5.29.36", "2.5.29.54"};
+
+// The CAs of `chains` whose own path verifies under `trust` (or that are partial anchors), with the
+// window in which that whole path is valid.
+std::vector<VerifiedCa> verified_cas(const std::vector<std::vector<x509::Certificate>>& chains,
+                                     const x509::TrustStore& trust) {
+  std::vector<VerifiedCa> out;
+  for (const auto& chain : chains) {
+    if (chain.empty()) continue;
+    VerifiedCa v;
+    v.ca = chain.front();
+    v.partial = !chain.back().is_self_issued();
+    v.valid_from = Seconds::min();
+    v.valid_until = Seconds::max();
+    bool constrained = false;
+    for (const auto& c : v.partial ? std::vector<x509::Certificate>{chain.front()} : chain) {
+      v.valid_from = std::max(v.valid_from, c.not_before());
+      v.valid_until = std::min(v.valid_until, c.not_after());
+      for (const auto oid : kConstraintOids) constrained = constrained || c.has_extension(oid);
+    }
+    if (constrained || v.valid_from > v.valid_until) continue;
+    if (!v.partial) {
+      // Signatures and structure, judged at an instant where every validity holds.
+      const std::vector<x509::Certificate> above(chain.begin() + 1, chain.end());
+      if (!trust.verify(v.ca, above, v.valid_from)) continue;
+    }
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
 std::vector<std::string> san_strings(const std::optional<x509::SubjectAltName>& san) {
   std::vector<std::string> out;
   if (san) {
@@ -145,6 +199,8 @@ Result<Alias> make_alias(AliasPolicy policy, std::shared_ptr<const ca::Issuer> i
   HM_TRY_VOID(add_chains(enroll_chains, a.enroll_cas, a.enroll_trust, a.enroll_partial, "enroll anchor"));
   HM_TRY_VOID(
       add_chains(reenroll_chains, a.reenroll_cas, a.reenroll_trust, a.reenroll_partial, "re-enroll CA"));
+  a.enroll_verified = verified_cas(enroll_chains, a.enroll_trust);
+  a.reenroll_verified = verified_cas(reenroll_chains, a.reenroll_trust);
   if (policy.reenroll_cas.empty()) policy.reenroll_cas.push_back(policy.ca);
   a.policy = std::move(policy);
   a.issuer = std::move(issuer);
@@ -472,8 +528,10 @@ Decision<Enrollment> Registrar::enroll_checked(Attempt& a, const EnrollRequest& 
   if (!csr) return std::unexpected(audited(a, std::move(csr.error())));
 
   const Seconds now = clock_.now();
-  if (auto ok = verify_through(*bc, untrusted_of(peer, alias.intermediates), alias.enroll_trust,
-                               alias.enroll_cas, alias.enroll_partial, now);
+  if (auto ok = verified_by_tls(peer, alias.enroll_verified, now)
+                    ? Status{}
+                    : verify_through(*bc, untrusted_of(peer, alias.intermediates), alias.enroll_trust,
+                                     alias.enroll_cas, alias.enroll_partial, now);
       !ok) {
     return std::unexpected(audited(
         a, refusal(Errc::forbidden, problem::kUntrustedClientCert,
@@ -505,7 +563,7 @@ Decision<Enrollment> Registrar::enroll_checked(Attempt& a, const EnrollRequest& 
                                device->vendor_unique_id, inventory::to_string(option),
                                option3 ? "bc-secret" : "bc"))));
   }
-  auto ee_template = inventory::make_end_entity(*device, policy.name);
+  auto ee_template = inventory::make_end_entity(*device, policy.name, bc);
   if (!ee_template) {
     return std::unexpected(
         audited(a, refusal(Errc::forbidden, problem::kNoEndEntity, ee_template.error().detail)));
@@ -859,8 +917,10 @@ Decision<Enrollment> Registrar::reenroll_checked(Attempt& a, const EnrollRequest
     at = idc->not_after() - std::chrono::seconds{1};
   }
   const auto untrusted = untrusted_of(peer, alias.intermediates);
-  if (auto ok = verify_through(*idc, untrusted, alias.reenroll_trust, alias.reenroll_cas,
-                               alias.reenroll_partial, at);
+  if (auto ok = verified_by_tls(peer, alias.reenroll_verified, at)
+                    ? Status{}
+                    : verify_through(*idc, untrusted, alias.reenroll_trust, alias.reenroll_cas,
+                                     alias.reenroll_partial, at);
       !ok) {
     const bool is_bc = static_cast<bool>(
         verify_through(*idc, untrusted, alias.enroll_trust, alias.enroll_cas, alias.enroll_partial, now));

@@ -48,6 +48,11 @@ class EstService final {
   [[nodiscard]] http::Response handle(const http::Request& request, std::string_view alias,
                                       std::string_view operation) const;
 
+  // The request is a GET of cacerts or csrattrs that no audit record follows (not a spoofed
+  // client-certificate header): answering it never waits for the store (http::ServerConfig::
+  // answers_inline).
+  [[nodiscard]] static bool answers_without_store(const http::Request& request);
+
  private:
   [[nodiscard]] http::Response enroll(const http::Request& request, std::string_view alias,
                                       std::string_view operation) const;

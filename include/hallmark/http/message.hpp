@@ -70,6 +70,9 @@ struct PeerIdentity {
   TlsVersion tls_version = TlsVersion::none;
   ChannelBinding channel_binding;
   bool via_proxy = false;
+  // Direct peers: `chain` is the path OpenSSL verified in this handshake with no error at all (not
+  // even a forgiven expiry). Never set for a forwarded chain.
+  bool verified = false;
   std::string proxy_fingerprint;  // SHA-256 hex of the proxy's own certificate, when via_proxy
   std::string remote_address;     // "ip:port" of the TCP peer
 

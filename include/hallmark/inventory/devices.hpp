@@ -18,6 +18,7 @@
 #include "hallmark/core/clock.hpp"
 #include "hallmark/core/result.hpp"
 #include "hallmark/store/store.hpp"
+#include "hallmark/x509/certificate.hpp"
 
 namespace hallmark::inventory {
 
@@ -31,9 +32,11 @@ enum class DeviceOption { option2, option3, lite };
 [[nodiscard]] DeviceOption device_option(const store::DeviceRecord& device);
 
 // The end entity mount creates for `device` (username, device_id, alias, subject_json); checks that
-// a stored UKID equals the one recomputed from the BC.
+// a stored UKID equals the one recomputed from the BC. `bc`: the device's BC already parsed by the
+// caller (used only when its DER is device.bc_der), which spares parsing it again.
 [[nodiscard]] Result<store::EndEntityRecord> make_end_entity(const store::DeviceRecord& device,
-                                                             std::string_view alias);
+                                                             std::string_view alias,
+                                                             const x509::Certificate* bc = nullptr);
 
 // A device by vendor unique id, UKID or BC SHA-256 fingerprint (64 hex digits: UKID first, then
 // fingerprint, then unique id). not_found when none matches.

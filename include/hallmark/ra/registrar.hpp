@@ -89,6 +89,10 @@ struct Peer {
   std::string channel_binding_type;      // "tls-unique" | "tls-exporter" | "" (none)
   Bytes channel_binding;
   bool via_proxy = false;
+  // `chain` is the path the server's own TLS layer verified at the handshake without any error
+  // (every signature from the leaf up to an anchor of the union of all aliases' chains, every
+  // validity, the client-authentication purpose). Only the front end sets it, for a direct peer.
+  bool verified = false;
   std::string remote_address;
   [[nodiscard]] const x509::Certificate* leaf() const noexcept {
     return chain.empty() ? nullptr : &chain.front();
@@ -117,6 +121,15 @@ struct Enrollment {
   std::chrono::seconds retry_after{0};      // pending
 };
 
+// A CA of an alias's enroll_cas/reenroll_cas whose own path make_alias verified once: a client path
+// the TLS layer verified through it needs no second verification (see Peer::verified).
+struct VerifiedCa {
+  x509::Certificate ca;
+  bool partial = false;  // recorded without its root: it vouches only for what it issued directly
+  Seconds valid_from{};  // every certificate of its path is valid from..until
+  Seconds valid_until{};
+};
+
 // An alias ready to serve: its policy plus the objects built from it once at start-up.
 struct Alias {
   AliasPolicy policy;
@@ -133,6 +146,10 @@ struct Alias {
   // CAs of enroll_cas/reenroll_cas recorded without their root: checked directly (see make_alias).
   std::vector<x509::Certificate> enroll_partial;
   std::vector<x509::Certificate> reenroll_partial;
+  // The CAs above whose paths were verified at start-up; a CA whose path failed then, or carries
+  // name or policy constraints (which reach down to the client certificate), is not here.
+  std::vector<VerifiedCa> enroll_verified;
+  std::vector<VerifiedCa> reenroll_verified;
 };
 
 // Builds an Alias from certificates the caller resolved (cmd_serve from the PKI home, tests from a
