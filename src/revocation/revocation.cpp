@@ -2,6 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <tuple>
+
 #include "hallmark/core/log.hpp"
 #include "hallmark/crypto/digest.hpp"
 
@@ -27,6 +35,126 @@ store::AuditEvent audit_event(const RevokeOptions& o, std::string action, std::s
   e.request_id = o.request_id;
   return e;
 }
+
+// `entries` in CRL order (as X509_CRL_sort and make_crl have it: by the serial's magnitude, shorter
+// first, then bytewise). Sorting compact keys (the first 16 bytes of each serial as two integers)
+// instead of comparing the entries' scattered serials directly is several times faster at a
+// million entries; ties past 16 bytes fall back to comparing the whole serials.
+void sort_by_serial(std::vector<x509::CrlEntry>& entries) {
+  struct Key {
+    std::uint64_t hi = 0;
+    std::uint64_t lo = 0;
+    std::uint32_t size = 0;
+    std::uint32_t index = 0;
+  };
+  const auto magnitude = [](const Bytes& serial) {
+    ByteView v(serial);
+    while (!v.empty() && v[0] == std::byte{0}) v = v.subspan(1);
+    return v;
+  };
+  std::vector<Key> keys(entries.size());
+  bool sorted = true;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const auto m = magnitude(entries[i].serial);
+    Key& k = keys[i];
+    for (std::size_t j = 0; j < 16; ++j) {
+      const std::uint64_t b = j < m.size() ? std::to_integer<std::uint64_t>(m[j]) : 0;
+      (j < 8 ? k.hi : k.lo) |= b << (8 * (7 - j % 8));
+    }
+    k.size = static_cast<std::uint32_t>(m.size());
+    k.index = static_cast<std::uint32_t>(i);
+    if (i > 0 && sorted) {
+      const Key& p = keys[i - 1];
+      sorted = std::tie(p.size, p.hi, p.lo) < std::tie(k.size, k.hi, k.lo) ||
+               (std::tie(p.size, p.hi, p.lo) == std::tie(k.size, k.hi, k.lo) &&
+                std::ranges::lexicographical_compare(magnitude(entries[i - 1].serial), m));
+    }
+  }
+  if (sorted) return;
+  std::sort(keys.begin(), keys.end(), [&](const Key& a, const Key& b) {
+    if (a.size != b.size) return a.size < b.size;
+    if (a.hi != b.hi) return a.hi < b.hi;
+    if (a.lo != b.lo) return a.lo < b.lo;
+    if (a.size <= 16) return false;
+    const auto x = magnitude(entries[a.index].serial);
+    const auto y = magnitude(entries[b.index].serial);
+    return std::memcmp(x.data(), y.data(), x.size()) < 0;
+  });
+  std::vector<x509::CrlEntry> out;
+  out.reserve(entries.size());
+  for (const auto& k : keys) out.push_back(std::move(entries[k.index]));
+  entries = std::move(out);
+}
+
+// A CA's revoked rows, read page by page on a thread of its own, a few pages ahead of the consumer.
+// The destructor stops and joins the thread, also when the consumer gives up half-way.
+class PageReader {
+ public:
+  using Page = std::vector<store::RevocationRecord>;
+
+  PageReader(store::Store& store, std::string ca_name)
+      : store_(store), ca_name_(std::move(ca_name)), thread_([this] { run(); }) {}
+  PageReader(const PageReader&) = delete;
+  PageReader& operator=(const PageReader&) = delete;
+  ~PageReader() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  // The next page; nullopt after the last one.
+  Result<std::optional<Page>> next() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return !pages_.empty() || done_; });
+    if (!pages_.empty()) {
+      auto page = std::move(pages_.front());
+      pages_.pop_front();
+      cv_.notify_all();
+      return std::optional<Page>(std::move(page));
+    }
+    if (error_) return std::unexpected(*error_);
+    return std::optional<Page>();
+  }
+
+ private:
+  void run() {
+    store::Id after = 0;
+    for (;;) {
+      auto page = store_.list_revocations(ca_name_, after, kPage);
+      std::unique_lock lock(mu_);
+      if (!page) {
+        error_ = page.error();
+        break;
+      }
+      const bool last = page->size() < static_cast<std::size_t>(kPage);
+      if (!page->empty()) {
+        after = page->back().id;
+        pages_.push_back(std::move(*page));
+      }
+      cv_.notify_all();
+      if (last) break;
+      cv_.wait(lock, [this] { return pages_.size() < kPagesAhead || stop_; });
+      if (stop_) break;
+    }
+    std::lock_guard lock(mu_);
+    done_ = true;
+    cv_.notify_all();
+  }
+
+  static constexpr std::size_t kPagesAhead = 4;
+  store::Store& store_;
+  const std::string ca_name_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Page> pages_;
+  std::optional<Error> error_;
+  bool done_ = false;
+  bool stop_ = false;
+  std::thread thread_;  // last: started once everything it uses is constructed
+};
 
 }  // namespace
 
@@ -158,10 +286,13 @@ Result<x509::Crl> generate_crl(store::Store& store, const CaSource& ca, Seconds 
   x509::CrlTemplate tmpl;
   tmpl.this_update = now;
   tmpl.next_update = now + next_update;
-  store::Id after = 0;
+  // The store is read on its own thread while this one turns the pages already read into entries;
+  // they are then put in CRL order here, where it is cheap, so that make_crl has nothing to sort.
+  PageReader reader(store, ca.name);
   for (;;) {
-    const auto page = HM_TRY(store.list_revocations(ca.name, after, kPage));
-    for (const auto& r : page) {
+    auto page = HM_TRY(reader.next());
+    if (!page) break;
+    for (const auto& r : *page) {
       x509::CrlEntry e;
       e.serial = HM_TRY(parse_hex(r.serial_hex));
       e.revocation_time = r.revoked_at;
@@ -170,9 +301,8 @@ Result<x509::Crl> generate_crl(store::Store& store, const CaSource& ca, Seconds 
         e.reason = static_cast<x509::RevocationReason>(*r.reason);
       tmpl.entries.push_back(std::move(e));
     }
-    if (page.size() < static_cast<std::size_t>(kPage)) break;
-    after = page.back().id;
   }
+  sort_by_serial(tmpl.entries);
   tmpl.crl_number = static_cast<std::uint64_t>(HM_TRY(store.next_crl_number(ca.name)));
   auto crl = HM_TRY(x509::make_crl(tmpl, ca.certificate, *ca.crl_signer));
   HM_TRY_VOID(store.put_crl(store::CrlRecord{ca.name, static_cast<std::int64_t>(tmpl.crl_number),

@@ -268,6 +268,60 @@ TEST_F(Revocation, CrlListsRevokedEntriesWithReasons) {
             Errc::invalid_input);
 }
 
+// generate_crl puts entries in CRL order itself (make_crl then has nothing to sort): shorter
+// serials first, then bytewise, including serials longer than the 16 bytes its sort keys hold that
+// share those 16 bytes, as OpenSSL orders a CRL's entries.
+TEST_F(Revocation, CrlEntriesAreInSerialOrder) {
+  std::vector<Bytes> serials;
+  for (std::size_t len : {1, 2, 8, 9, 15, 16, 17, 20}) {
+    for (int i = 0; i < 6;) {
+      auto s = crypto::random_bytes(len);
+      s[0] = static_cast<std::byte>((std::to_integer<unsigned>(s[0]) & 0x7f) | 0x01);
+      if (std::find(serials.begin(), serials.end(), s) != serials.end()) continue;  // serials are unique
+      serials.push_back(s);
+      ++i;
+    }
+  }
+  const auto prefix = crypto::random_bytes(16);
+  for (int i = 0; i < 6; ++i) {
+    Bytes s = prefix;
+    s[0] = std::byte{0x42};
+    const auto tail = crypto::random_bytes(3);
+    s.insert(s.end(), tail.begin(), tail.end());
+    serials.push_back(s);
+  }
+  for (std::size_t i = 0; i < serials.size(); ++i) {
+    store::CertificateRecord r;
+    r.serial_hex = to_hex(serials[i]);
+    r.issuer_ca = "idc";
+    r.subject = "CN=x";
+    r.not_before = w_.clock().now();
+    r.not_after = w_.clock().now() + std::chrono::hours(1);
+    r.der = Bytes{std::byte{0}};
+    r.status = store::CertificateStatus::revoked;
+    r.revoked_at = w_.clock().now() - std::chrono::seconds(i);
+    r.reason = static_cast<int>(i % 3 == 0 ? RevocationReason::superseded : RevocationReason::key_compromise);
+    ASSERT_TRUE(w_.store().record_revoked_certificate(
+        r, store::AuditEvent{w_.clock().now(), "test", "revoke", r.serial_hex, store::Outcome::accepted, "",
+                             ""}));
+  }
+  auto crl = generate_crl(w_.store(), cas_[0], w_.clock().now(), std::chrono::hours(24));
+  ASSERT_TRUE(crl) << crl.error().detail;
+  const auto entries = crl->entries();
+  ASSERT_EQ(entries.size(), serials.size());
+  auto expected = serials;
+  std::sort(expected.begin(), expected.end(), [](const Bytes& a, const Bytes& b) {
+    return a.size() != b.size() ? a.size() < b.size() : a < b;
+  });
+  for (std::size_t i = 0; i < entries.size(); ++i) EXPECT_EQ(entries[i].serial, expected[i]) << i;
+  // Each entry keeps its own time and reason through the reordering.
+  for (const auto& e : entries) {
+    const auto at = std::find(serials.begin(), serials.end(), e.serial) - serials.begin();
+    EXPECT_EQ(e.revocation_time, w_.clock().now() - std::chrono::seconds(at));
+    EXPECT_EQ(e.reason, at % 3 == 0 ? RevocationReason::superseded : RevocationReason::key_compromise);
+  }
+}
+
 TEST_F(Revocation, ServiceServesCrlsAndWritesFilesForNginx) {
   const auto a = issue_idc();
   const auto dir = w_.dir() / "crl";
