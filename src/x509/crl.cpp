@@ -206,6 +206,22 @@ bool append_time(Bytes& out, Seconds t) {
   return true;
 }
 
+// The DER length of append_time's output for `t` (0: out of range).
+std::size_t time_der_size(Seconds t) {
+  const int y =
+      static_cast<int>(std::chrono::year_month_day{std::chrono::floor<std::chrono::days>(t)}.year());
+  if (y < 0 || y > 9999) return 0;
+  return y >= 1950 && y < 2050 ? 15 : 17;
+}
+
+// The size of a DER header (tag and length octets) for content of `length` bytes.
+std::size_t der_header_size(std::size_t length) {
+  if (length < 0x80) return 2;
+  std::size_t n = 2;  // the tag and the octet counting the length octets that follow
+  for (std::size_t l = length; l != 0; l >>= 8) ++n;
+  return n;
+}
+
 ByteView magnitude(const Bytes& serial) {
   ByteView v(serial);
   while (!v.empty() && v[0] == std::byte{0}) v = v.subspan(1);
@@ -264,21 +280,17 @@ Result<Crl> make_crl(const CrlTemplate& tmpl, const Certificate& issuer, const c
     std::sort(order.begin(), order.end(), serial_less);
   static constexpr unsigned char kReasonPrefix[] = {0x30, 0x0c, 0x30, 0x0a, 0x06, 0x03, 0x55,
                                                     0x1d, 0x15, 0x04, 0x03, 0x0a, 0x01};
-  Bytes revoked;
-  revoked.reserve(tmpl.entries.size() * 56);
-  Bytes entry;
-  for (const auto i : order) {
+  // Sizes first, so that the CRL is written once into one buffer: a million entries make ~46 MB,
+  // and copying that through intermediate buffers cost more than encoding it.
+  std::size_t revoked_size = 0;
+  for (std::size_t i = 0; i < tmpl.entries.size(); ++i) {
     const auto& e = tmpl.entries[i];
-    entry.clear();
-    append_integer(entry, serials[i]);
-    if (!append_time(entry, e.revocation_time))
-      return fail(Errc::invalid_input, "CRL: revocation date out of range");
-    if (e.reason) {
-      entry.insert(entry.end(), reinterpret_cast<const std::byte*>(kReasonPrefix),
-                   reinterpret_cast<const std::byte*>(kReasonPrefix) + sizeof kReasonPrefix);
-      entry.push_back(static_cast<std::byte>(*e.reason));
-    }
-    detail::der_append_tlv(revoked, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, entry);
+    const std::size_t time_size = time_der_size(e.revocation_time);
+    if (time_size == 0) return fail(Errc::invalid_input, "CRL: revocation date out of range");
+    const bool pad = (std::to_integer<unsigned>(serials[i][0]) & 0x80) != 0;
+    const std::size_t content =
+        2 + serials[i].size() + (pad ? 1 : 0) + time_size + (e.reason ? sizeof kReasonPrefix + 1 : 0);
+    revoked_size += der_header_size(content) + content;
   }
 
   // Everything but the entries comes from an OpenSSL-built, entry-less CRL signed once, which also
@@ -320,43 +332,69 @@ Result<Crl> make_crl(const CrlTemplate& tmpl, const Certificate& issuer, const c
   const Bytes issuer_der = encode(X509_CRL_get_issuer(skeleton.get()), i2d_X509_NAME);
   const Bytes exts_der = encode(X509_CRL_get0_extensions(skeleton.get()), i2d_X509_EXTENSIONS);
 
-  Bytes body;
-  body.reserve(revoked.size() + 512);
   static constexpr std::byte kVersion2[] = {std::byte{0x02}, std::byte{0x01}, std::byte{0x01}};
-  body.insert(body.end(), std::begin(kVersion2), std::end(kVersion2));
-  body.insert(body.end(), alg_der.begin(), alg_der.end());
-  body.insert(body.end(), issuer_der.begin(), issuer_der.end());
-  if (!append_time(body, tmpl.this_update) || !append_time(body, tmpl.next_update)) {
+  const std::size_t this_size = time_der_size(tmpl.this_update);
+  const std::size_t next_size = time_der_size(tmpl.next_update);
+  if (this_size == 0 || next_size == 0) {
     return fail(Errc::invalid_input, "CRL: thisUpdate or nextUpdate out of range");
   }
-  detail::der_append_tlv(body, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, revoked);
-  Bytes().swap(revoked);
-  detail::der_append_tlv(body, 0xa0, exts_der);
-  Bytes tbs;
-  tbs.reserve(body.size() + 8);
-  detail::der_append_tlv(tbs, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, body);
-  Bytes().swap(body);
+  const std::size_t body_size = sizeof kVersion2 + alg_der.size() + issuer_der.size() + this_size +
+                                next_size + der_header_size(revoked_size) + revoked_size +
+                                der_header_size(exts_der.size()) + exts_der.size();
+  const std::size_t tbs_size = der_header_size(body_size) + body_size;
+  // The outer SEQUENCE header's size depends on the signature's: room for the largest one is kept
+  // in front of the tbsCertList and what is not needed is dropped at the end.
+  constexpr std::size_t kOuterRoom = 2 + sizeof(std::size_t);
+  Bytes der;
+  der.reserve(kOuterRoom + tbs_size + alg_der.size() + 1024);
+  der.resize(kOuterRoom);
+  detail::der_append_header(der, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, body_size);
+  der.insert(der.end(), std::begin(kVersion2), std::end(kVersion2));
+  der.insert(der.end(), alg_der.begin(), alg_der.end());
+  der.insert(der.end(), issuer_der.begin(), issuer_der.end());
+  (void)append_time(der, tmpl.this_update);
+  (void)append_time(der, tmpl.next_update);
+  detail::der_append_header(der, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, revoked_size);
+  for (const auto i : order) {
+    const auto& e = tmpl.entries[i];
+    const bool pad = (std::to_integer<unsigned>(serials[i][0]) & 0x80) != 0;
+    const std::size_t content = 2 + serials[i].size() + (pad ? 1 : 0) + time_der_size(e.revocation_time) +
+                                (e.reason ? sizeof kReasonPrefix + 1 : 0);
+    detail::der_append_header(der, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, content);
+    append_integer(der, serials[i]);
+    (void)append_time(der, e.revocation_time);
+    if (e.reason) {
+      der.insert(der.end(), reinterpret_cast<const std::byte*>(kReasonPrefix),
+                 reinterpret_cast<const std::byte*>(kReasonPrefix) + sizeof kReasonPrefix);
+      der.push_back(static_cast<std::byte>(*e.reason));
+    }
+  }
+  detail::der_append_tlv(der, 0xa0, exts_der);
+  if (der.size() != kOuterRoom + tbs_size) return fail(Errc::internal, "CRL: encoded size mismatch");
 
   crypto::EvpMdCtxPtr ctx(check_alloc(EVP_MD_CTX_new()));
   std::size_t sig_len = 0;
-  const auto* tbs_data = reinterpret_cast<const unsigned char*>(tbs.data());
+  const auto* tbs_data = reinterpret_cast<const unsigned char*>(der.data()) + kOuterRoom;
   if (EVP_DigestSignInit(ctx.get(), nullptr, md, nullptr, key) != 1 ||
-      EVP_DigestSign(ctx.get(), nullptr, &sig_len, tbs_data, tbs.size()) != 1) {
+      EVP_DigestSign(ctx.get(), nullptr, &sig_len, tbs_data, tbs_size) != 1) {
     return crypto::openssl_fail(Errc::crypto, "CRL: signing");
   }
   Bytes sig(sig_len + 1);  // BIT STRING: a leading "0 unused bits" octet
   if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()) + 1, &sig_len, tbs_data,
-                     tbs.size()) != 1) {
+                     tbs_size) != 1) {
     return crypto::openssl_fail(Errc::crypto, "CRL: signing");
   }
   sig.resize(sig_len + 1);
+  der.insert(der.end(), alg_der.begin(), alg_der.end());
+  detail::der_append_tlv(der, V_ASN1_BIT_STRING, sig);
 
-  Bytes content = std::move(tbs);
-  content.insert(content.end(), alg_der.begin(), alg_der.end());
-  detail::der_append_tlv(content, V_ASN1_BIT_STRING, sig);
-  Bytes der;
-  der.reserve(content.size() + 8);
-  detail::der_append_tlv(der, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, content);
+  // The outer header, written just before the tbsCertList; the unused room in front goes.
+  const std::size_t content_size = der.size() - kOuterRoom;
+  Bytes header;
+  detail::der_append_header(header, V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED, content_size);
+  const std::size_t start = kOuterRoom - header.size();
+  std::copy(header.begin(), header.end(), der.begin() + static_cast<std::ptrdiff_t>(start));
+  der.erase(der.begin(), der.begin() + static_cast<std::ptrdiff_t>(start));
 
   Crl out;
   out.parsed_ = std::make_shared<Crl::Parsed>();
