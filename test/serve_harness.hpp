@@ -22,6 +22,10 @@
 namespace hallmark::testing {
 
 // Writes `text` to `path` (atomically); a fatal test failure if it cannot.
+inline bool contains(const std::string& haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
 inline void spit(const std::string& path, std::string_view text) {
   ASSERT_TRUE(write_file_atomic(path, as_bytes(text)));
 }

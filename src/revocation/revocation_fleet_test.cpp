@@ -19,10 +19,6 @@ namespace {
 namespace fs = std::filesystem;
 using namespace hallmark::testing;
 
-bool contains(const std::string& haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
 // Devices enrolled one by one (the first kRevoked of them are revoked), then the fleet's.
 constexpr std::size_t kSingles = 6;
 constexpr std::size_t kRevoked = 2;

@@ -16,10 +16,6 @@ namespace {
 namespace fs = std::filesystem;
 using namespace hallmark::testing;
 
-bool contains(const std::string& haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
 class RevocationServe : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {

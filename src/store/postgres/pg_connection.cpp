@@ -172,24 +172,31 @@ Result<std::string> PgConnection::statement_name(std::string_view sql, std::size
   return it->second;
 }
 
+bool PgConnection::begin_pipeline(std::vector<Outgoing>& queued) {
+  queued = std::move(queued_);
+  queued_.clear();
+  if (PQenterPipelineMode(conn_) != 1) return false;
+  for (const auto& q : queued)
+    if (!send(q)) return false;
+  return true;
+}
+
+Error PgConnection::pipeline_broken() {
+  Error e{Errc::unavailable, "postgresql unavailable: " + trim(PQerrorMessage(conn_))};
+  // The connection is in an unknown protocol state: start afresh on next use.
+  PQreset(conn_);
+  statements_.clear();
+  return e;
+}
+
 Result<PgConnection::ResultPtr> PgConnection::pipeline(const Outgoing& last) {
   // [queued...] Sync [last] Sync, in one round trip. A failing queued statement skips the rest of
   // its segment; the Sync after it lets `last` run (a ROLLBACK must), inside the transaction
   // block the failure aborted, so anything else fails there too. The first failure is reported.
-  std::vector<Outgoing> queued = std::move(queued_);
-  queued_.clear();
-  auto broken = [&]() -> Error {
-    Error e{Errc::unavailable, "postgresql unavailable: " + trim(PQerrorMessage(conn_))};
-    // The connection is in an unknown protocol state: start afresh on next use.
-    PQreset(conn_);
-    statements_.clear();
-    return e;
-  };
-  if (PQenterPipelineMode(conn_) != 1) return std::unexpected(broken());
-  for (const auto& q : queued)
-    if (!send(q)) return std::unexpected(broken());
+  std::vector<Outgoing> queued;
+  if (!begin_pipeline(queued)) return std::unexpected(pipeline_broken());
   if (PQpipelineSync(conn_) != 1 || !send(last) || PQpipelineSync(conn_) != 1)
-    return std::unexpected(broken());
+    return std::unexpected(pipeline_broken());
 
   std::optional<Error> first_error;
   ResultPtr last_result;
@@ -203,17 +210,18 @@ Result<PgConnection::ResultPtr> PgConnection::pipeline(const Outgoing& last) {
     // One result per statement, then NULL; the segment ends with its Sync's result.
     if (is_last) {
       ResultPtr sync(PQgetResult(conn_));
-      if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) return std::unexpected(broken());
+      if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC)
+        return std::unexpected(pipeline_broken());
     }
     ResultPtr res(PQgetResult(conn_));
-    if (!res) return std::unexpected(broken());
+    if (!res) return std::unexpected(pipeline_broken());
     check(res.get(), is_last ? std::string_view("statement") : std::string_view(queued[i].statement));
     while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);
     if (is_last) last_result = std::move(res);
   }
   ResultPtr sync(PQgetResult(conn_));
   if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC || PQexitPipelineMode(conn_) != 1)
-    return std::unexpected(broken());
+    return std::unexpected(pipeline_broken());
   if (first_error) return std::unexpected(*first_error);
   return last_result;
 }
@@ -326,26 +334,17 @@ Result<std::vector<std::optional<Result<sql::Rows>>>> PgConnection::run_many(
     out.push_back(outgoing(prepared ? std::move(name) : to_numbered(st.sql), prepared, st.params));
   }
   // Queued statements go first; their failure fails the whole call (nothing after them ran).
-  std::vector<Outgoing> queued = std::move(queued_);
-  queued_.clear();
-  auto broken = [&]() -> Error {
-    Error e{Errc::unavailable, "postgresql unavailable: " + trim(PQerrorMessage(conn_))};
-    PQreset(conn_);
-    statements_.clear();
-    return e;
-  };
-  if (PQenterPipelineMode(conn_) != 1) return std::unexpected(broken());
-  for (const auto& q : queued)
-    if (!send(q)) return std::unexpected(broken());
+  std::vector<Outgoing> queued;
+  if (!begin_pipeline(queued)) return std::unexpected(pipeline_broken());
   for (const auto& o : out)
-    if (!send(o)) return std::unexpected(broken());
-  if (PQpipelineSync(conn_) != 1) return std::unexpected(broken());
+    if (!send(o)) return std::unexpected(pipeline_broken());
+  if (PQpipelineSync(conn_) != 1) return std::unexpected(pipeline_broken());
 
   std::optional<Error> queued_error;
   std::vector<std::optional<Result<sql::Rows>>> results(statements.size());
   for (std::size_t i = 0; i < queued.size() + out.size(); ++i) {
     ResultPtr res(PQgetResult(conn_));
-    if (!res) return std::unexpected(broken());
+    if (!res) return std::unexpected(pipeline_broken());
     while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);
     const auto status = PQresultStatus(res.get());
     if (status == PGRES_PIPELINE_ABORTED) continue;  // after a failure: did not run
@@ -365,7 +364,7 @@ Result<std::vector<std::optional<Result<sql::Rows>>>> PgConnection::run_many(
   }
   ResultPtr sync(PQgetResult(conn_));
   if (!sync || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC || PQexitPipelineMode(conn_) != 1)
-    return std::unexpected(broken());
+    return std::unexpected(pipeline_broken());
   if (queued_error) return std::unexpected(*queued_error);
   return results;
 }

@@ -38,6 +38,8 @@ class PgConnection final : public sql::Connection {
     void operator()(PGresult* r) const noexcept { PQclear(r); }
   };
   using ResultPtr = std::unique_ptr<PGresult, ResultDeleter>;
+  // A pipeline broke off: the error to report; the connection is reset for its next use.
+  [[nodiscard]] Error pipeline_broken();
   // A statement with its parameters copied (it may be sent after the caller's values are gone).
   struct Outgoing {
     std::string statement;  // prepared name, or SQL with $n placeholders
@@ -55,6 +57,9 @@ class PgConnection final : public sql::Connection {
   [[nodiscard]] static Outgoing outgoing(std::string statement, bool prepared,
                                          std::span<const sql::Param> params);
   [[nodiscard]] bool send(const Outgoing& o);
+  // Enters pipeline mode and sends the statements queued so far (moved into `queued`); false: the
+  // connection broke (see pipeline_broken).
+  [[nodiscard]] bool begin_pipeline(std::vector<Outgoing>& queued);
   static void append_rows(PGresult* res, sql::Rows& rows);
   // Sends the queued statements and `last` in one round trip; `last`'s result, or the first error.
   [[nodiscard]] Result<ResultPtr> pipeline(const Outgoing& last);
