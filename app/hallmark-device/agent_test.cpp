@@ -134,6 +134,11 @@ lifetime = "2s"
 grace_period = "1s"
 recovery_through_bc = true
 
+[est.alias.pop]             # the CSR must carry the TLS channel binding (RFC 9266 on TLS 1.3)
+ca = "idc"
+enroll_anchors = ["vendor-bc"]
+pop_linking = "required"
+
 [est.alias.norecover]
 ca = "idc"
 enroll_anchors = ["vendor-bc"]
@@ -307,6 +312,16 @@ TEST_F(Agent, EnrollsOption3WithTheSecretInChallengePassword) {
   EXPECT_EQ(bad.exit_code, 5) << bad.output;
   EXPECT_NE(bad.output.find("secret-mismatch"), std::string::npos) << bad.output;
   EXPECT_FALSE(fs::exists(state("opt3-wrong") + "/current"));
+}
+
+TEST_F(Agent, LinksItsCsrToTheTlsChannelWhenTheAliasRequiresIt) {
+  const auto without = enroll(chip(65), "pop-missing", "pop");
+  EXPECT_EQ(without.exit_code, 5) << without.output;
+  EXPECT_NE(without.output.find("pop-linking-missing"), std::string::npos) << without.output;
+  EXPECT_FALSE(fs::exists(state("pop-missing") + "/current"));
+  const auto with = enroll(chip(66), "pop", "pop", "--pop-linking");
+  ASSERT_EQ(with.exit_code, 0) << with.output;
+  expect_valid_credentials("pop");
 }
 
 TEST_F(Agent, RefusesAServerThatDoesNotChainToTheAnchor) {
@@ -638,6 +653,29 @@ TEST_F(AgentRogueServer, RefusesAnAnswerCutShortAndKeepsTheCredentials) {
   const std::string message = "is truncated: the connection closed after ";
   expect_enroll_refused(*server, 59, "cut-short-enroll", 6, message);
   expect_reenroll_refused(*server, 60, "cut-short-reenroll", 6, message);
+}
+
+// 202 and 503 carry Retry-After: the agent waits what they say (its own backoff would start at
+// 500 ms), asks again with the same key, and judges the answer that finally comes.
+TEST_F(AgentRogueServer, WaitsWhatRetryAfterSaysOn202And503) {
+  const auto server = rogue(testing::RogueEstServer::Answer::busy_then_as_given);
+  const auto r =
+      run(agent() + " enroll --chip " + shell_quote(chip(63)) + " --trust " + shell_quote(root()) +
+          " --server " + server->url("option2") + " --dir " + shell_quote(state("busy")) + " --max-wait 20s");
+  EXPECT_EQ(r.exit_code, 5) << r.output;
+  EXPECT_EQ(server->enroll_requests(), 3) << r.output;
+  EXPECT_TRUE(std::regex_search(r.output, std::regex("retry.*attempt=1.*delay_ms=2000"))) << r.output;
+  EXPECT_TRUE(std::regex_search(r.output, std::regex("retry.*attempt=2.*delay_ms=3000"))) << r.output;
+  EXPECT_NE(r.output.find("the issued certificate is for a different key"), std::string::npos) << r.output;
+  EXPECT_EQ(credential_files(state("busy")), (std::map<std::string, std::string>{{"current ->", ""}}));
+  // A Retry-After beyond --max-wait ends the attempts at once instead of sleeping past it.
+  const auto again = rogue(testing::RogueEstServer::Answer::busy_then_as_given);
+  const auto g =
+      run(agent() + " enroll --chip " + shell_quote(chip(64)) + " --trust " + shell_quote(root()) +
+          " --server " + again->url("option2") + " --dir " + shell_quote(state("busy-2")) + " --max-wait 1s");
+  EXPECT_EQ(again->enroll_requests(), 1) << g.output;
+  EXPECT_NE(g.output.find("gave up after 1 attempts"), std::string::npos) << g.output;
+  EXPECT_NE(g.exit_code, 0);
 }
 
 TEST_F(AgentRogueServer, RefusesAHalfBase64AnswerAndKeepsTheCredentials) {

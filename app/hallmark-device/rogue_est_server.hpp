@@ -24,9 +24,10 @@ namespace hallmark::testing {
 class RogueEstServer {
  public:
   enum class Answer {
-    as_given,        // the `issued` body as it is (e.g. a certificate for a key the device never had)
-    cut_short,       // Content-Length of the whole body, half of it sent, then the connection closed
-    half_of_base64,  // a well-framed answer whose base64 body stops halfway (at a 4-character quantum)
+    as_given,            // the `issued` body as it is (e.g. a certificate for a key the device never had)
+    cut_short,           // Content-Length of the whole body, half of it sent, then the connection closed
+    half_of_base64,      // a well-framed answer whose base64 body stops halfway (at a 4-character quantum)
+    busy_then_as_given,  // 202 with Retry-After: 2, then 503 with Retry-After: 3, then as_given
   };
 
   // `chain_pem` and `key_pem` (unencrypted): the TLS certificate chain and key. `cacerts` and
@@ -111,6 +112,20 @@ class RogueEstServer {
           co_await boost::asio::async_write(stream, boost::asio::buffer(cut), with_ec);
           co_await stream.async_shutdown(with_ec);
           co_return;
+        }
+        if (answer_ == Answer::busy_then_as_given && enroll_requests_ <= 2) {
+          const bool first = enroll_requests_ == 1;
+          res.result(first ? http::status::accepted : http::status::service_unavailable);
+          res.set(http::field::retry_after, first ? "2" : "3");
+          res.set(http::field::content_type, "application/problem+json");
+          res.erase("Content-Transfer-Encoding");
+          res.body() =
+              first ? R"({"type":"about:blank","title":"pending","status":202,"code":"pending"})"
+                    : R"({"type":"about:blank","title":"busy","status":503,"code":"store-unavailable"})";
+          res.prepare_payload();
+          co_await http::async_write(stream, res, with_ec);
+          if (ec || !req.keep_alive()) co_return;
+          continue;
         }
         // Cut at a base64 quantum, so the body decodes, to half a PKCS#7.
         res.body() = answer_ == Answer::half_of_base64 ? issued_.substr(0, issued_.size() / 8 * 4) : issued_;
