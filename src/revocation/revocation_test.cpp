@@ -410,6 +410,44 @@ TEST_F(Revocation, ServiceServesCrlsAndWritesFilesForNginx) {
             OcspResponseStatus::malformed_request);
 }
 
+// Two nodes on one database (as two `hallmark serve` on one PostgreSQL): only the holder of the
+// "crl" lease makes CRLs, the other serves what it made, and after a revocation both serve the new
+// CRL, made once (CRL numbers only grow: a second maker would have reached 3).
+TEST_F(Revocation, OnlyTheLeaseHolderMakesCrlsAndEveryNodeServesThem) {
+  const auto idc = issue_idc();
+  ServiceOptions options;
+  options.poll_interval = std::chrono::milliseconds(50);
+  options.node_id = "node-a";
+  Service first(w_.store(), cas_, w_.clock(), options);
+  ASSERT_TRUE(first.start());
+  options.node_id = "node-b";
+  Service second(w_.store(), cas_, w_.clock(), options);
+  ASSERT_TRUE(second.start());
+  ASSERT_TRUE(first.served_crl("idc") && second.served_crl("idc"));
+  EXPECT_EQ(second.served_crl("idc")->crl_number(), 1u);
+  EXPECT_EQ(second.served_crl("idc")->to_der(), first.served_crl("idc")->to_der());
+
+  RevokeOptions o;
+  o.clock = &w_.clock();
+  ASSERT_TRUE(revoke_certificate(w_.store(), idc.serial_hex(), RevocationReason::superseded, o));
+  const auto serves_two = [](const Service& s) {
+    const auto crl = s.served_crl("idc");
+    return crl && crl->crl_number() == 2u;
+  };
+  for (int i = 0; i < 400 && !(serves_two(first) && serves_two(second)); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  ASSERT_TRUE(serves_two(first) && serves_two(second));
+  EXPECT_EQ(second.served_crl("idc")->to_der(), first.served_crl("idc")->to_der());
+  EXPECT_EQ(second.served_crl("idc")->entries().size(), 1u);
+  // A few more passes of both jobs: nobody makes another one.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  first.stop();
+  second.stop();
+  const auto latest = w_.store().find_crl("idc");
+  ASSERT_TRUE(latest) << latest.error().detail;
+  EXPECT_EQ(latest->crl_number, 2);
+}
+
 TEST(RevocationConfig, DefaultsAndExactMessages) {
   auto c = parse_revocation_config("[pki]\norganization = \"x\"\n", "hallmark.toml");
   ASSERT_TRUE(c);
