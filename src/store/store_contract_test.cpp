@@ -1238,8 +1238,12 @@ TEST(PostgresStore, IssuanceAfterRestartSucceedsAtOnce) {
   ASSERT_TRUE(pg->start_server());
   auto after = store.record_issuance(issuance("after", random_serial()));
   ASSERT_TRUE(after) << after.error().detail;
-  EXPECT_EQ(store.find_end_entity("down")->state, EndEntityState::new_);
-  EXPECT_EQ(store.find_end_entity("after")->state, EndEntityState::generated);
+  const auto down_ee = store.find_end_entity("down");
+  ASSERT_TRUE(down_ee) << down_ee.error().detail;
+  EXPECT_EQ(down_ee->state, EndEntityState::new_);
+  const auto after_ee = store.find_end_entity("after");
+  ASSERT_TRUE(after_ee) << after_ee.error().detail;
+  EXPECT_EQ(after_ee->state, EndEntityState::generated);
 
   ASSERT_TRUE(pg->stop_server());
   ASSERT_TRUE(pg->start_server());

@@ -52,7 +52,10 @@ void PgPool::release(std::unique_ptr<PgConnection> conn) {
 Status PgPool::with_connection(const ConnFn& fn) {
   auto conn = HM_TRY(acquire());
   auto st = fn(*conn);
-  if (!st && st.error().code == Errc::unavailable && !conn->healthy() && conn->reconnect()) st = fn(*conn);
+  // The connection broke during fn (the server restarted while it sat idle in the pool): run fn once
+  // more on a fresh one. Whatever fn reported, since many reads keep a failed query's error in
+  // their result rather than return it; reads are safe to repeat.
+  if (!conn->healthy() && (st || st.error().code == Errc::unavailable) && conn->reconnect()) st = fn(*conn);
   release(std::move(conn));
   return st;
 }
