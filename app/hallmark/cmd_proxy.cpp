@@ -52,10 +52,8 @@ Result<Secret> proxy_passphrase(const PkiHome& home) {
 
 // [server] tls_key_passphrase, else [pki] key_passphrase; a relative file: is relative to the home.
 Result<Secret> server_key_passphrase(const PkiHome& home, const http::ServerConfig& server) {
-  std::string source =
-      server.tls_key_passphrase.empty() ? home.config().key_passphrase : server.tls_key_passphrase;
-  if (source.starts_with("file:")) source = "file:" + in_home(home, source.substr(5));
-  auto secret = read_secret(source);
+  auto secret = read_secret(home.secret_source(
+      server.tls_key_passphrase.empty() ? home.config().key_passphrase : server.tls_key_passphrase));
   if (!secret) return std::unexpected(secret.error().with_context("TLS key passphrase"));
   return secret;
 }

@@ -138,16 +138,6 @@ Status write_crl_files(store::Store& s, const PkiHome& home, const std::vector<r
   return write_file_atomic((dir / "nginx.pem").string(), as_bytes(revocation::crl_bundle_pem(all)));
 }
 
-std::string passphrase_source(const PkiHome& home) {
-  std::string source = home.config().key_passphrase;
-  if (source.starts_with("file:")) {
-    fs::path p(source.substr(5));
-    if (p.is_relative()) p = home.dir() / p;
-    source = "file:" + p.string();
-  }
-  return source;
-}
-
 // Option 1, at the OEM: a key for the delegated responder of a vendor-held CA, and its request.
 Status ocsp_request(const PkiHome& home, const std::string& name, const std::string& out) {
   const auto ca = HM_TRY(home.find_ca(name));
@@ -162,7 +152,7 @@ Status ocsp_request(const PkiHome& home, const std::string& name, const std::str
   std::error_code ec;
   fs::create_directories(base.parent_path(), ec);
   const auto key = HM_TRY(crypto::PrivateKey::generate(crypto::KeyType::ec_p256));
-  const auto passphrase = HM_TRY(read_secret(passphrase_source(home)));
+  const auto passphrase = HM_TRY(read_secret(home.key_passphrase_source()));
   const crypto::FileSigner signer(key, "file:" + base.string() + ".key");
   const auto subject = HM_TRY(
       x509::Name::make({{"O", home.config().organization},
@@ -195,7 +185,7 @@ Status ocsp_install(const PkiHome& home, const std::string& name, const std::str
   if (!eku || std::find(eku->oids.begin(), eku->oids.end(), "1.3.6.1.5.5.7.3.9") == eku->oids.end())
     return fail(Errc::invalid_input, fmt::format("{} lacks the extended key usage OCSPSigning", file));
   const auto base = home.dir() / "ocsp" / name;
-  auto signer = crypto::FileSigner::load(base.string() + ".key", passphrase_source(home));
+  auto signer = crypto::FileSigner::load(base.string() + ".key", home.key_passphrase_source());
   if (!signer) {
     return fail(
         Errc::not_found,

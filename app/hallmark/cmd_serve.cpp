@@ -50,12 +50,6 @@ std::string in_home(const PkiHome& home, const std::string& path) {
   return p.is_relative() ? (home.dir() / p).string() : path;
 }
 
-// "file:secrets/x" relative to the home; "env:NAME" as is.
-std::string secret_source_in_home(const PkiHome& home, const std::string& source) {
-  if (source.starts_with("file:")) return "file:" + in_home(home, source.substr(5));
-  return source;
-}
-
 // With no [est.alias.*] table, one alias named "default": the home's IDC CA issues, its BC CA anchors
 // birth certificates, which are revoked after issuance (Option 2, DESIGN.md §1).
 Result<ra::AliasPolicy> default_alias_policy(const PkiHome& home) {
@@ -154,8 +148,8 @@ Status serve(const PkiHome& home, const ServeOptions& options, const std::string
   if (options.port >= 0) server.port = static_cast<std::uint16_t>(options.port);
   server.tls_cert = in_home(home, server.tls_cert);
   server.tls_key = in_home(home, server.tls_key);
-  server.tls_key_passphrase = secret_source_in_home(
-      home, server.tls_key_passphrase.empty() ? home.config().key_passphrase : server.tls_key_passphrase);
+  server.tls_key_passphrase = home.secret_source(
+      server.tls_key_passphrase.empty() ? home.config().key_passphrase : server.tls_key_passphrase);
   for (const auto& name : config.trusted_proxy_cas) {
     auto ca = home.find_ca(name);
     if (!ca) {

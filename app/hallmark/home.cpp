@@ -155,14 +155,15 @@ Result<PkiHome> PkiHome::open(const fs::path& dir) {
   return PkiHome(fs::absolute(dir), std::move(config));
 }
 
+std::string PkiHome::secret_source(const std::string& source) const {
+  if (!source.starts_with("file:")) return source;
+  fs::path p(source.substr(5));
+  if (p.is_relative()) p = dir_ / p;
+  return "file:" + p.string();
+}
+
 Result<Secret> PkiHome::key_passphrase() const {
-  std::string source = config_.key_passphrase;
-  if (source.starts_with("file:")) {
-    fs::path p(source.substr(5));
-    if (p.is_relative()) p = dir_ / p;
-    source = "file:" + p.string();
-  }
-  auto secret = read_secret(source);
+  auto secret = read_secret(key_passphrase_source());
   if (!secret) return std::unexpected(secret.error().with_context("CA key passphrase"));
   return secret;
 }

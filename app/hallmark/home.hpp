@@ -90,6 +90,10 @@ class PkiHome {
                                                  const x509::Certificate& certificate) const;
 
   [[nodiscard]] std::filesystem::path ca_dir(std::string_view name) const { return dir_ / "ca" / name; }
+  // A secret source ("file:PATH" | "env:NAME") with a relative file resolved against the home.
+  [[nodiscard]] std::string secret_source(const std::string& source) const;
+  // The CA keys' passphrase source ([pki] key_passphrase), resolved against the home.
+  [[nodiscard]] std::string key_passphrase_source() const { return secret_source(config_.key_passphrase); }
 
  private:
   PkiHome(std::filesystem::path dir, Config config) : dir_(std::move(dir)), config_(std::move(config)) {}

@@ -12,16 +12,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string passphrase_source(const PkiHome& home) {
-  std::string source = home.config().key_passphrase;
-  if (source.starts_with("file:")) {
-    fs::path p(source.substr(5));
-    if (p.is_relative()) p = home.dir() / p;
-    source = "file:" + p.string();
-  }
-  return source;
-}
-
 bool listed(const std::vector<std::string>& names, const std::string& name) {
   return names.empty() || std::find(names.begin(), names.end(), name) != names.end();
 }
@@ -53,7 +43,7 @@ Status make_ocsp_responder(const PkiHome& home, const CaRecord& ca, const Clock&
   const auto base = home.dir() / "ocsp" / ca.name;
   std::error_code ec;
   fs::create_directories(base.parent_path(), ec);
-  const auto passphrase = HM_TRY(read_secret(passphrase_source(home)));
+  const auto passphrase = HM_TRY(read_secret(home.key_passphrase_source()));
   HM_TRY_VOID(crypto::save_private_key(base.string() + ".key", key, &passphrase, crypto::Kdf::scrypt));
   std::string pem = cert.to_pem();
   for (const auto& c : HM_TRY(home.chain_of(ca.name))) pem += c.to_pem();
@@ -92,7 +82,7 @@ Result<std::vector<revocation::CaSource>> revocation_cas(const PkiHome& home,
                       fmt::format("ocsp/{}.pem was not issued by CA '{}': a delegated responder must be",
                                   ca.name, ca.name));
         }
-        auto signer = crypto::FileSigner::load(base.string() + ".key", passphrase_source(home));
+        auto signer = crypto::FileSigner::load(base.string() + ".key", home.key_passphrase_source());
         if (!signer) return std::unexpected(signer.error());
         if (!(signer->get()->public_key() == cert->public_key()))
           return fail(Errc::invalid_input,
