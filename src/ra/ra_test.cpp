@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <mutex>
 #include <thread>
 
 #include "hallmark/core/log.hpp"
@@ -32,6 +33,7 @@ class Ra : public ::testing::Test {
     o.default_alias = std::move(default_alias);
     o.variables = {{"org", "Test OEM"}, {"product", "Test Widget"}};
     o.on_bc_revoked = [this](const store::DeviceRecord& d, const std::string&) {
+      std::lock_guard lock(revoked_hook_mutex);  // requests run the hook concurrently
       revoked_hook.push_back(d.vendor_unique_id);
     };
     reg = std::make_unique<ra::Registrar>(w.store(), w.clock(), std::move(aliases), o);
@@ -79,6 +81,7 @@ class Ra : public ::testing::Test {
 
   testpki::World w;
   std::unique_ptr<ra::Registrar> reg;
+  std::mutex revoked_hook_mutex;
   std::vector<std::string> revoked_hook;
 };
 
