@@ -12,13 +12,16 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <thread>
 
 #include "hallmark/store/audit.hpp"
 #include "hallmark/store/store.hpp"
 #include "pg_harness.hpp"
+#include "postgres/pg_connection.hpp"
 #include "schema.hpp"
 #include "store_test_support.hpp"
+#include "writer.hpp"
 
 namespace hallmark::store {
 namespace {
@@ -1250,6 +1253,82 @@ TEST(PostgresStore, IssuanceAfterRestartSucceedsAtOnce) {
   auto idle = store.record_issuance(issuance("idle", random_serial()));
   ASSERT_TRUE(idle) << idle.error().detail;
   EXPECT_TRUE(store.verify_audit_chain()->ok);
+}
+
+// A batch's statements reach PostgreSQL in one round trip. When a later one fails, the server has
+// aborted the transaction block until that statement's savepoint is undone: an earlier statement's
+// `then` that reads (to word a refusal) must run only after that.
+TEST(PostgresWriter, AnEarlierStatementReadsAfterALaterOneOfItsRoundTripFailed) {
+  auto* pg = PgEnvironment::server();
+  ASSERT_NE(pg, nullptr) << PgEnvironment::error();
+  ASSERT_EQ(pg->reset_schema(), "");
+  {
+    auto opened = open_store(pg->url());  // the schema: the writer locks the audit head
+    ASSERT_TRUE(opened) << opened.error().detail;
+    ASSERT_TRUE((*opened)->migrate());
+  }
+  auto conn = postgres::PgConnection::open(pg->url());
+  ASSERT_TRUE(conn) << conn.error().detail;
+  ASSERT_TRUE((*conn)->exec("CREATE TABLE scratch (k bigint PRIMARY KEY); INSERT INTO scratch VALUES (1)"));
+  std::vector<std::unique_ptr<sql::Connection>> lanes;
+  lanes.push_back(std::move(*conn));
+  Writer writer(std::move(lanes), nullptr, "BEGIN", 64);
+
+  // Hold the only lane until both statements wait, in this order, to be one batch.
+  std::promise<void> started, release;
+  std::thread holder([&, go = release.get_future()] {
+    EXPECT_TRUE(writer.submit([&](WriteTx&) -> Status {
+      started.set_value();
+      go.wait();
+      return {};
+    }));
+  });
+  started.get_future().wait();
+  auto await_waiting = [&](std::size_t n) {
+    for (int i = 0; i < 10'000 && writer.waiting() < n; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return writer.waiting() == n;
+  };
+
+  Status refused = fail(Errc::internal, "not run");
+  std::int64_t rows_seen = -1;
+  std::thread first([&] {
+    StatementWrite w;
+    w.sql = "UPDATE scratch SET k = k WHERE k = ? RETURNING k";
+    w.params = {sql::Value{std::int64_t{-1}}};
+    w.then = [&](Result<sql::Rows> rows, WriteTx& tx) -> Status {
+      if (!rows) return std::unexpected(rows.error());
+      if (!rows->empty()) return fail(Errc::internal, "the update found a row");
+      auto n = tx.conn().query("SELECT count(*) FROM scratch WHERE k >= ?", {std::int64_t{0}});
+      if (!n) return std::unexpected(n.error());
+      rows_seen = n->front().i64(0);
+      return fail(Errc::conflict, "nothing to update");
+    };
+    refused = writer.submit(std::move(w));
+  });
+  EXPECT_TRUE(await_waiting(1));
+  Status duplicate = fail(Errc::internal, "not run");
+  std::thread second([&] {
+    StatementWrite w;
+    w.sql = "INSERT INTO scratch (k) VALUES (?)";
+    w.params = {sql::Value{std::int64_t{1}}};
+    w.then = [](Result<sql::Rows> rows, WriteTx&) -> Status {
+      if (!rows) return std::unexpected(rows.error());
+      return {};
+    };
+    duplicate = writer.submit(std::move(w));
+  });
+  EXPECT_TRUE(await_waiting(2));
+  release.set_value();
+  holder.join();
+  first.join();
+  second.join();
+
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().detail, "nothing to update");
+  EXPECT_EQ(rows_seen, 1);
+  ASSERT_FALSE(duplicate);
+  EXPECT_EQ(duplicate.error().code, Errc::conflict) << duplicate.error().detail;
 }
 
 TEST(OpenStore, RejectsUnknownUrls) {

@@ -50,6 +50,11 @@ Status Writer::exclusive(ConnFn fn) {
   return enqueue_and_wait(std::move(job));
 }
 
+std::size_t Writer::waiting() {
+  std::lock_guard lock(mu_);
+  return queue_.size();
+}
+
 Status Writer::enqueue_and_wait(std::shared_ptr<Job> job) {
   {
     std::lock_guard lock(mu_);
@@ -256,41 +261,53 @@ bool Writer::run_statements(sql::Connection& conn, std::span<std::shared_ptr<Job
     if (!results) return lost(results.error());
     if (head && results->back() && *results->back() && !results->back()->value().empty())
       *head = results->back()->value().front();
-    std::size_t next = jobs.size();
+    // The first statement that failed; the server ran nothing after it, and the transaction block
+    // is aborted until its savepoint is rolled back: do that before any `then` reads.
+    std::size_t failed = jobs.size();
     for (std::size_t k = pos; k < jobs.size(); ++k) {
       const std::size_t at = 3 * (k - pos);
-      auto& job = *jobs[k];
       const auto& sp = (*results)[at];
       if (!sp) return lost(Error{Errc::internal, "savepoint did not run"});
       if (!*sp) return lost(sp->error());
-      auto& res = (*results)[at + 1];
+      const auto& res = (*results)[at + 1];
+      if (!res || !*res) {
+        failed = k;
+        break;
+      }
+      const auto& release = (*results)[at + 2];
+      if (!release || !*release) return lost(release ? release->error() : Error{Errc::internal, "release"});
+    }
+    std::optional<Error> failure;
+    if (failed < jobs.size()) {
+      const auto& res = (*results)[3 * (failed - pos) + 1];
+      failure = res ? res->error() : Error{Errc::internal, "statement did not run"};
+      if (failure->code == Errc::unavailable) return lost(*failure);
+      if (auto st = conn.exec("ROLLBACK TO SAVEPOINT hm; RELEASE SAVEPOINT hm"); !st) return lost(st.error());
+    }
+    for (std::size_t k = pos; k < failed; ++k) {
+      auto& job = *jobs[k];
       WriteTx tx(conn, audits);
       const std::size_t mark = audits.size();
-      if (res && *res) {
-        const auto& release = (*results)[at + 2];
-        if (!release || !*release) return lost(release ? release->error() : Error{Errc::internal, "release"});
-        job.result = job.statement->then(std::move(**res), tx);
-        if (job.result) {
-          any_ok = true;
-        } else {
-          audits.resize(mark);
-        }
-        continue;
-      }
-      // The statement failed (the rest did not run): undo it, let `then` word the failure, go on
-      // with the next job in a new round trip. A deadlock victim is run once more.
-      Error e = res ? res->error() : Error{Errc::internal, "statement did not run"};
-      if (e.code == Errc::unavailable) return lost(e);
-      if (auto st = conn.exec("ROLLBACK TO SAVEPOINT hm; RELEASE SAVEPOINT hm"); !st) return lost(st.error());
-      if (e.code == Errc::conflict && e.detail.starts_with("retry:") && attempts[k]++ == 0) {
-        next = k;
+      job.result = job.statement->then(std::move(*(*results)[3 * (k - pos) + 1]), tx);
+      if (job.result) {
+        any_ok = true;
       } else {
-        job.result = job.statement->then(std::unexpected(e), tx);
-        if (job.result) job.result = std::unexpected(e);  // its changes were undone
         audits.resize(mark);
-        next = k + 1;
       }
-      break;
+    }
+    if (!failure) break;
+    // The failed statement was undone: let `then` word the failure, go on with the next job in a
+    // new round trip. A deadlock victim is run once more.
+    std::size_t next = failed + 1;
+    if (failure->code == Errc::conflict && failure->detail.starts_with("retry:") && attempts[failed]++ == 0) {
+      next = failed;
+    } else {
+      auto& job = *jobs[failed];
+      WriteTx tx(conn, audits);
+      const std::size_t mark = audits.size();
+      job.result = job.statement->then(std::unexpected(*failure), tx);
+      if (job.result) job.result = std::unexpected(*failure);  // its changes were undone
+      audits.resize(mark);
     }
     pos = next;
   }

@@ -74,6 +74,8 @@ class Writer final {
   [[nodiscard]] Status submit(StatementWrite write);
   // Runs fn alone in a transaction of its own, without the audit chain (migrations).
   [[nodiscard]] Status exclusive(ConnFn fn);
+  // Jobs waiting for a lane (tests order their callers with it).
+  [[nodiscard]] std::size_t waiting();
 
  private:
   struct Job {
