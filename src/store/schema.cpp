@@ -168,6 +168,12 @@ CREATE TABLE crls (
 CREATE INDEX certificates_revocations ON certificates (issuer_ca, status, id, serial, revoked_at, reason);
 )sql";
 
+// Version 4: certificates_issuer (issuer_ca) is the leading column of certificates_revocations,
+// which answers the same lookups; one index fewer for every issuance to write.
+constexpr std::string_view kV4 = R"sql(
+DROP INDEX certificates_issuer;
+)sql";
+
 std::string render(std::string_view ddl, sql::Dialect d) {
   const bool pg = d == sql::Dialect::postgres;
   const std::pair<std::string_view, std::string_view> subs[] = {
@@ -193,6 +199,7 @@ std::vector<Migration> migrations(sql::Dialect dialect) {
       {2, "Lite devices (nullable BC), manifest reel names, device list indexes",
        render(dialect == sql::Dialect::postgres ? kV2Postgres : kV2Sqlite, dialect)},
       {3, "latest CRL per CA, index of revoked certificates per CA", render(kV3, dialect)},
+      {4, "drop certificates_issuer (covered by certificates_revocations)", render(kV4, dialect)},
   };
 }
 
