@@ -135,6 +135,30 @@ TEST_F(Ra, Option2EnrollIssuesAnIdcBuiltFromTheEndEntityCommittedAndAudited) {
     }
   }
   EXPECT_TRUE(enroll_seen);
+  // The flag's record comes with the issuance, in its transaction.
+  EXPECT_EQ(w.last_audit().event.action, "bc-revoke");
+  EXPECT_EQ(w.last_audit().event.request_id, req.context.request_id);
+}
+
+// An IDC recorded before the alias flagged BCs: the device's retry sets the flag.
+TEST_F(Ra, ARetryFlagsTheBcWhenItsIssuanceDidNot) {
+  auto unflagged = testpki::option2_policy();
+  unflagged.after_issue = ra::AfterIssue::none;
+  make_registrar(unflagged);
+  auto d = w.ready_device(w.bc_ca);
+  auto k = new_key();
+  auto first = reg->simple_enroll(request(d.bc_chain, device_csr(d, k)));
+  ASSERT_TRUE(first) << first.error().problem << ": " << first.error().reason;
+  EXPECT_FALSE(w.store().find_device(d.id)->bc_revoked);
+  EXPECT_TRUE(revoked_hook.empty());
+
+  make_registrar(testpki::option2_policy());
+  auto again = reg->simple_enroll(request(d.bc_chain, device_csr(d, k)));
+  ASSERT_TRUE(again) << again.error().problem << ": " << again.error().reason;
+  EXPECT_TRUE(again->replayed);
+  EXPECT_EQ(again->certificate, first->certificate);
+  EXPECT_TRUE(w.store().find_device(d.id)->bc_revoked);
+  EXPECT_EQ(revoked_hook, std::vector<std::string>{d.unique_id});
   EXPECT_EQ(w.last_audit().event.action, "bc-revoke");
 }
 

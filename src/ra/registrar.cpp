@@ -756,7 +756,7 @@ Decision<Enrollment> Registrar::replay(Attempt& a, const store::DeviceRecord& de
     }
     log::error("ra_audit_failed", {{"request_id", ev.request_id}, {"error", appended.error().detail}});
   }
-  // An earlier attempt may have stopped between the commit and the BC flag.
+  // An issuance recorded without the flag (the alias's after_issue set since) gets it now.
   apply_after_issue(a, device);
   Enrollment e;
   e.certificate = std::move(*cert);
@@ -809,6 +809,12 @@ Decision<Enrollment> Registrar::issue(Attempt& a, store::IssuanceKind kind, cons
           alias.policy.name,
           kind == store::IssuanceKind::reenroll && a.action != "reenroll" ? " (re-issue for a new key)" : ""),
       a.context->request_id};
+  // The alias's after_issue flag on the BC is set in the same transaction as the issuance.
+  const auto after = after_issue_mark(a, device);
+  if (after != store::BcMark::none) {
+    ir.mark_bc = after;
+    ir.bc_audit = after_issue_event(a, device);
+  }
   // The commit happens before anyone sees the certificate: a crash after it leaves a record a
   // retry finds; a crash before it leaves nothing.
   auto recorded = store_.record_issuance(ir);
@@ -840,35 +846,48 @@ Decision<Enrollment> Registrar::issue(Attempt& a, store::IssuanceKind kind, cons
                              {"object", ee.username},
                              {"outcome", "accepted"},
                              {"serial", c.serial_hex}});
-  if (a.action != "reenroll") apply_after_issue(a, device);
+  if (after == store::BcMark::revoked && options_.on_bc_revoked)
+    options_.on_bc_revoked(device, a.context->request_id);
   Enrollment out;
   out.certificate = std::move(*cert);
   out.private_key_pkcs8 = std::move(private_key);
   return out;
 }
 
+store::BcMark Registrar::after_issue_mark(const Attempt& a, const store::DeviceRecord& device) const {
+  if (a.action == "reenroll") return store::BcMark::none;
+  switch (a.alias->policy.after_issue) {
+    case AfterIssue::revoke_bc: return device.bc_revoked ? store::BcMark::none : store::BcMark::revoked;
+    case AfterIssue::consume_bc: return device.bc_consumed ? store::BcMark::none : store::BcMark::consumed;
+    case AfterIssue::none: break;
+  }
+  return store::BcMark::none;
+}
+
+store::AuditEvent Registrar::after_issue_event(const Attempt& a, const store::DeviceRecord& device) const {
+  return store::AuditEvent{clock_.now(),
+                           options_.actor,
+                           a.alias->policy.after_issue == AfterIssue::revoke_bc ? "bc-revoke" : "bc-consume",
+                           device.vendor_unique_id,
+                           store::Outcome::accepted,
+                           fmt::format("after issuance on alias {}", a.alias->policy.name),
+                           a.context->request_id};
+}
+
 void Registrar::apply_after_issue(Attempt& a, const store::DeviceRecord& device) {
-  const auto after = a.alias->policy.after_issue;
-  if (after == AfterIssue::none) return;
-  if (after == AfterIssue::revoke_bc && device.bc_revoked) return;
-  if (after == AfterIssue::consume_bc && device.bc_consumed) return;
-  store::AuditEvent ev{clock_.now(),
-                       options_.actor,
-                       after == AfterIssue::revoke_bc ? "bc-revoke" : "bc-consume",
-                       device.vendor_unique_id,
-                       store::Outcome::accepted,
-                       fmt::format("after issuance on alias {}", a.alias->policy.name),
-                       a.context->request_id};
-  const auto done = after == AfterIssue::revoke_bc ? store_.mark_bc_revoked(device.id, ev)
-                                                   : store_.mark_bc_consumed(device.id, ev);
+  const auto after = after_issue_mark(a, device);
+  if (after == store::BcMark::none) return;
+  const auto ev = after_issue_event(a, device);
+  const auto done = after == store::BcMark::revoked ? store_.mark_bc_revoked(device.id, ev)
+                                                    : store_.mark_bc_consumed(device.id, ev);
   if (!done) {
-    // The IDC is committed; the flag is set again by the device's retry (see replay).
+    // The IDC is committed; the flag is set again by the device's next retry.
     log::error("ra_after_issue_failed", {{"request_id", a.context->request_id},
                                          {"device", device.vendor_unique_id},
                                          {"error", done.error().detail}});
     return;
   }
-  if (after == AfterIssue::revoke_bc && options_.on_bc_revoked)
+  if (after == store::BcMark::revoked && options_.on_bc_revoked)
     options_.on_bc_revoked(device, a.context->request_id);
 }
 

@@ -983,6 +983,17 @@ Result<CertificateRecord> SqlStore::record_issuance(const IssuanceRequest& reque
   AuditEvent accepted = ev;
   accepted.outcome = Outcome::accepted;
   if (accepted.reason.empty()) accepted.reason = "serial=" + c.serial_hex;
+  const std::int64_t revoke_bc = request.mark_bc == BcMark::revoked ? 1 : 0;
+  const std::int64_t consume_bc = request.mark_bc == BcMark::consumed ? 1 : 0;
+  // The BC flag's own record, after the issuance's, when the end entity has a device.
+  auto append_bc_audit = [&](WriteTx& tx) {
+    if (request.mark_bc == BcMark::none || !out.device_id) return;
+    AuditEvent marked = request.bc_audit;
+    if (marked.action.empty()) marked.action = revoke_bc ? "bc-revoke" : "bc-consume";
+    if (marked.object.empty()) marked.object = "device:" + std::to_string(*out.device_id);
+    marked.outcome = Outcome::accepted;
+    tx.append_audit(marked);
+  };
 
   // Why nothing was issued: the state check is folded into the update, so only a refusal pays
   // for a second look.
@@ -1018,8 +1029,10 @@ Result<CertificateRecord> SqlStore::record_issuance(const IssuanceRequest& reque
     static const std::string kRest =
         " AND (device_id IS NULL OR EXISTS (SELECT 1 FROM devices d WHERE d.id = end_entities.device_id "
         "AND d.state IN ('mounted', 'enrolled') FOR UPDATE)) RETURNING id, device_id), "
-        "dev AS (UPDATE devices SET state = 'enrolled' WHERE id = (SELECT device_id FROM ee) "
-        "AND state IN ('mounted', 'enrolled') RETURNING id), "
+        "dev AS (UPDATE devices SET state = 'enrolled', "
+        "bc_revoked = CASE WHEN ?::bigint = 1 THEN 1 ELSE bc_revoked END, "
+        "bc_consumed = CASE WHEN ?::bigint = 1 THEN 1 ELSE bc_consumed END "
+        "WHERE id = (SELECT device_id FROM ee) AND state IN ('mounted', 'enrolled') RETURNING id), "
         "cert AS (INSERT INTO certificates (serial, issuer_ca, device_id, end_entity_id, subject, "
         "not_before, not_after, public_key_sha256, der, status) "
         "SELECT ?::text, ?::text, ee.device_id, ee.id, ?::text, ?::bigint, ?::bigint, ?::text, ?::bytea, "
@@ -1037,6 +1050,8 @@ Result<CertificateRecord> SqlStore::record_issuance(const IssuanceRequest& reque
     StatementWrite w;
     w.sql = enroll ? kEnroll : kReenroll;
     w.params = {request.username,
+                sql::Value{revoke_bc},
+                sql::Value{consume_bc},
                 c.serial_hex,
                 c.issuer_ca,
                 c.subject,
@@ -1055,6 +1070,7 @@ Result<CertificateRecord> SqlStore::record_issuance(const IssuanceRequest& reque
       out.device_id = r.opt_i64(1);
       out.id = r.i64(2);
       tx.append_audit(accepted);
+      append_bc_audit(tx);
       return {};
     };
     st = write_statement(std::move(w));
@@ -1075,8 +1091,10 @@ Result<CertificateRecord> SqlStore::record_issuance(const IssuanceRequest& reque
 
       if (out.device_id) {
         auto n = HM_TRY(db.execute(
-            "UPDATE devices SET state = 'enrolled' WHERE id = ? AND state IN ('mounted', 'enrolled')",
-            {*out.device_id}));
+            "UPDATE devices SET state = 'enrolled', bc_revoked = CASE WHEN ? = 1 THEN 1 ELSE bc_revoked END, "
+            "bc_consumed = CASE WHEN ? = 1 THEN 1 ELSE bc_consumed END "
+            "WHERE id = ? AND state IN ('mounted', 'enrolled')",
+            {revoke_bc, consume_bc, *out.device_id}));
         if (n != 1) {
           auto rows = HM_TRY(db.query("SELECT state FROM devices WHERE id = ?", {*out.device_id}));
           return fail(Errc::conflict, "device of " + request.username + " is " +
@@ -1094,6 +1112,7 @@ Result<CertificateRecord> SqlStore::record_issuance(const IssuanceRequest& reque
       if (!ids) return serial_taken(ids.error());
       out.id = ids->front().i64(0);
       tx.append_audit(accepted);
+      append_bc_audit(tx);
       return {};
     });
   }

@@ -354,6 +354,59 @@ TEST_P(StoreContract, IssuanceIsOneTransaction) {
   EXPECT_TRUE(store_->verify_audit_chain()->ok);
 }
 
+// An alias's after_issue: the BC flag and its audit record commit with the issuance, or not at all.
+TEST_P(StoreContract, IssuanceSetsTheBcFlagInItsOwnTransaction) {
+  const auto revoking = enrollable("dev-revoke");
+  auto r = issuance(revoking, random_serial());
+  r.mark_bc = BcMark::revoked;
+  r.bc_audit = event();
+  r.bc_audit.actor = "ra";
+  r.bc_audit.object = "dev-revoke";
+  ASSERT_TRUE(store_->record_issuance(r));
+  auto dev = store_->find_device_by_unique_id("dev-revoke");
+  EXPECT_TRUE(dev->bc_revoked);
+  EXPECT_FALSE(dev->bc_consumed);
+  EXPECT_EQ(dev->state, DeviceState::enrolled);
+
+  const auto consuming = enrollable("dev-consume");
+  auto c = issuance(consuming, random_serial());
+  c.mark_bc = BcMark::consumed;
+  ASSERT_TRUE(store_->record_issuance(c));
+  const auto consumed = store_->find_device_by_unique_id("dev-consume");
+  EXPECT_TRUE(consumed->bc_consumed);
+  EXPECT_FALSE(consumed->bc_revoked);
+
+  // Refused because the single use is spent, or because the serial is taken (the statement itself
+  // fails): no flag either way.
+  const auto spent = enrollable("dev-spent");
+  ASSERT_TRUE(store_->record_issuance(issuance(spent, random_serial())));
+  auto again = issuance(spent, random_serial(), "key2");
+  again.mark_bc = BcMark::revoked;
+  ASSERT_FALSE(store_->record_issuance(again));
+  EXPECT_FALSE(store_->find_device_by_unique_id("dev-spent")->bc_revoked);
+  const auto taken = enrollable("dev-taken");
+  auto dup = issuance(taken, r.certificate.serial_hex);
+  dup.mark_bc = BcMark::revoked;
+  const auto refused = store_->record_issuance(dup);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::conflict) << refused.error().detail;
+  const auto untouched = store_->find_device_by_unique_id("dev-taken");
+  EXPECT_FALSE(untouched->bc_revoked);
+  EXPECT_EQ(untouched->state, DeviceState::mounted);
+
+  // Each flag's record follows its issuance's.
+  std::vector<std::string> accepted;
+  for (const auto& a : audit_records()) {
+    if (a.event.outcome != Outcome::accepted) continue;
+    if (a.event.action == "enroll" || a.event.action.starts_with("bc-"))
+      accepted.push_back(a.event.action + " " + a.event.object);
+  }
+  EXPECT_EQ(accepted, (std::vector<std::string>{"enroll " + revoking, "bc-revoke dev-revoke", "enroll " + consuming,
+                                                "bc-consume device:" + std::to_string(consumed->id),
+                                                "enroll " + spent}));
+  EXPECT_TRUE(store_->verify_audit_chain()->ok);
+}
+
 TEST_P(StoreContract, DatabaseRefusesASecondIssuanceForSingleUse) {
   // Even SQL that skips the store's checks cannot count past allowed_requests.
   const auto user = enrollable("dev-1");

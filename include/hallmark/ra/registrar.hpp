@@ -167,7 +167,8 @@ struct RegistrarOptions {
   std::map<std::string, std::string> variables;
   std::string actor = "ra";
   // Called after a BC was flagged revoked (after_issue = "revoke-bc"): the hook for real CRL
-  // revocation of the BC under our BC CA. Runs on the request's thread; must not throw.
+  // revocation of the BC under our BC CA. Runs on the request's thread, concurrently with other
+  // requests: must be thread-safe and must not throw.
   std::function<void(const store::DeviceRecord& device, const std::string& request_id)> on_bc_revoked;
   std::chrono::seconds unavailable_retry_after{5};
   std::chrono::seconds pending_retry_after{60};
@@ -208,6 +209,10 @@ class Registrar final {
                              const std::optional<x509::Csr>& csr, std::optional<Secret> private_key);
   Decision<Enrollment> replay(Attempt& a, const store::DeviceRecord& device,
                               const store::CertificateRecord& record);
+  // The alias's after_issue flag still to set on the device's BC for this attempt (none when set).
+  [[nodiscard]] store::BcMark after_issue_mark(const Attempt& a, const store::DeviceRecord& device) const;
+  [[nodiscard]] store::AuditEvent after_issue_event(const Attempt& a, const store::DeviceRecord& device) const;
+  // Sets the flag in a transaction of its own (a replayed issuance whose record lacks it).
   void apply_after_issue(Attempt& a, const store::DeviceRecord& device);
   // A Lite device's first contact: pins `bc` to the device it names. nullopt when `bc` names no
   // Lite device (the caller refuses it as unknown).

@@ -174,6 +174,9 @@ enum class IssuanceKind {
   reenroll,  // end entity must be `generated`; renewal_count + 1
 };
 
+// A flag an issuance also sets on its device's BC (an EST alias's after_issue).
+enum class BcMark { none, revoked, consumed };
+
 struct IssuanceRequest {
   IssuanceKind kind = IssuanceKind::enroll;
   std::string username;  // the end entity; its device gets state `enrolled`
@@ -183,6 +186,10 @@ struct IssuanceRequest {
   // time, actor, action, object (defaults to the username), request_id; the outcome and, for a
   // refusal, the reason are set by the store.
   AuditEvent audit;
+  // Set on the end entity's device in the same transaction (nothing when it has none), audited by
+  // `bc_audit` (action defaults to bc-revoke / bc-consume, object to the device).
+  BcMark mark_bc = BcMark::none;
+  AuditEvent bc_audit;
 };
 
 struct CertificateFilter {
