@@ -260,11 +260,6 @@ void producer(const Job& job, std::atomic<std::uint64_t>& next, std::uint64_t co
   queue.producer_done();
 }
 
-Result<std::string> file_sha256(const fs::path& path) {
-  const Bytes data = HM_TRY(read_file(path.string()));
-  return crypto::sha256_hex(data);
-}
-
 }  // namespace
 
 Result<Mode> parse_mode(std::string_view name) {
@@ -414,12 +409,18 @@ Result<ProvisionSummary> provision(const ProvisionOptions& o, const Clock& clock
     workers.emplace_back([&] { producer(job, next, o.count, queue); });
   }
 
+  // The reel's SHA-256 is taken from what is written, not by reading the file back.
+  crypto::Sha256 reel_digest;
+  const auto put = [&](std::string_view text) {
+    reel_digest.update(as_bytes(text));
+    return std::fwrite(text.data(), 1, text.size(), file) == text.size();
+  };
   bool first = true;
-  bool write_failed = std::fputs("[\n", file) == EOF;
+  bool write_failed = !put("[\n");
   while (auto batch = queue.pop()) {
     for (const auto& entry : batch->entries) {
-      if (!first) write_failed |= std::fputs(",\n", file) == EOF;
-      write_failed |= std::fwrite(entry.data(), 1, entry.size(), file) != entry.size();
+      if (!first) write_failed |= !put(",\n");
+      write_failed |= !put(entry);
       first = false;
     }
     for (const auto& d : batch->devices) unique_ids.push_back(d.vendor_unique_id);
@@ -444,7 +445,7 @@ Result<ProvisionSummary> provision(const ProvisionOptions& o, const Clock& clock
     }
   }
   workers.clear();  // joins
-  write_failed |= std::fputs("\n]\n", file) == EOF;
+  write_failed |= !put("\n]\n");
   write_failed |= std::fflush(file) != 0 || ::fsync(::fileno(file)) != 0;
   write_failed |= std::fclose(file) != 0;
   if (auto error = queue.error()) {
@@ -458,7 +459,7 @@ Result<ProvisionSummary> provision(const ProvisionOptions& o, const Clock& clock
   progress.finish();
 
   store::ManifestRecord final_record = reel_record;
-  final_record.sha256 = HM_TRY(file_sha256(partial));
+  final_record.sha256 = to_hex(reel_digest.finish());
   final_record.entry_count = static_cast<std::int64_t>(o.count);
   const store::AuditEvent audit{
       clock.now(),
