@@ -401,9 +401,9 @@ TEST_P(StoreContract, IssuanceSetsTheBcFlagInItsOwnTransaction) {
     if (a.event.action == "enroll" || a.event.action.starts_with("bc-"))
       accepted.push_back(a.event.action + " " + a.event.object);
   }
-  EXPECT_EQ(accepted, (std::vector<std::string>{"enroll " + revoking, "bc-revoke dev-revoke", "enroll " + consuming,
-                                                "bc-consume device:" + std::to_string(consumed->id),
-                                                "enroll " + spent}));
+  EXPECT_EQ(accepted, (std::vector<std::string>{
+                          "enroll " + revoking, "bc-revoke dev-revoke", "enroll " + consuming,
+                          "bc-consume device:" + std::to_string(consumed->id), "enroll " + spent}));
   EXPECT_TRUE(store_->verify_audit_chain()->ok);
 }
 
@@ -1231,14 +1231,27 @@ INSTANTIATE_TEST_SUITE_P(Backends, AuditTamper, ::testing::Values(Backend::sqlit
 
 // ---- PostgreSQL only: the server goes away and comes back.
 
-TEST(PostgresStore, RestartMidRunFailsPromptlyThenRecovers) {
-  auto* pg = PgEnvironment::server();
-  ASSERT_NE(pg, nullptr) << PgEnvironment::error();
-  ASSERT_EQ(pg->reset_schema(), "");
-  auto opened = open_store(pg->url());
-  ASSERT_TRUE(opened) << opened.error().detail;
-  auto& store = **opened;
-  ASSERT_TRUE(store.migrate());
+// A migrated store on a fresh schema of the test server.
+class PostgresStore : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    pg_ = PgEnvironment::server();
+    ASSERT_NE(pg_, nullptr) << PgEnvironment::error();
+    ASSERT_EQ(pg_->reset_schema(), "");
+    auto opened = open_store(pg_->url());
+    ASSERT_TRUE(opened) << opened.error().detail;
+    store_ = std::move(*opened);
+    ASSERT_TRUE(store_->migrate());
+  }
+
+  hallmark::test::PgServer* pg_ = nullptr;
+  std::unique_ptr<Store> store_;
+};
+using PostgresWriter = PostgresStore;
+
+TEST_F(PostgresStore, RestartMidRunFailsPromptlyThenRecovers) {
+  auto* pg = pg_;
+  auto& store = *store_;
   ASSERT_TRUE(store.append_audit(event("before")));
   ASSERT_TRUE(store.find_ca("x").error().code == Errc::not_found);
 
@@ -1271,14 +1284,9 @@ TEST(PostgresStore, RestartMidRunFailsPromptlyThenRecovers) {
 
 // Issuance sends BEGIN with its statements: the first one after a restart still succeeds, also on
 // a connection that looked fine (the server restarted while it was idle).
-TEST(PostgresStore, IssuanceAfterRestartSucceedsAtOnce) {
-  auto* pg = PgEnvironment::server();
-  ASSERT_NE(pg, nullptr) << PgEnvironment::error();
-  ASSERT_EQ(pg->reset_schema(), "");
-  auto opened = open_store(pg->url());
-  ASSERT_TRUE(opened) << opened.error().detail;
-  auto& store = **opened;
-  ASSERT_TRUE(store.migrate());
+TEST_F(PostgresStore, IssuanceAfterRestartSucceedsAtOnce) {
+  auto* pg = pg_;
+  auto& store = *store_;
   for (const char* user : {"before", "down", "after", "idle"}) {
     EndEntityRecord ee;
     ee.username = user;
@@ -1311,16 +1319,9 @@ TEST(PostgresStore, IssuanceAfterRestartSucceedsAtOnce) {
 // A batch's statements reach PostgreSQL in one round trip. When a later one fails, the server has
 // aborted the transaction block until that statement's savepoint is undone: an earlier statement's
 // `then` that reads (to word a refusal) must run only after that.
-TEST(PostgresWriter, AnEarlierStatementReadsAfterALaterOneOfItsRoundTripFailed) {
-  auto* pg = PgEnvironment::server();
-  ASSERT_NE(pg, nullptr) << PgEnvironment::error();
-  ASSERT_EQ(pg->reset_schema(), "");
-  {
-    auto opened = open_store(pg->url());  // the schema: the writer locks the audit head
-    ASSERT_TRUE(opened) << opened.error().detail;
-    ASSERT_TRUE((*opened)->migrate());
-  }
-  auto conn = postgres::PgConnection::open(pg->url());
+TEST_F(PostgresWriter, AnEarlierStatementReadsAfterALaterOneOfItsRoundTripFailed) {
+  // The fixture's store made the schema (the writer locks the audit head); this writer has its own.
+  auto conn = postgres::PgConnection::open(pg_->url());
   ASSERT_TRUE(conn) << conn.error().detail;
   ASSERT_TRUE((*conn)->exec("CREATE TABLE scratch (k bigint PRIMARY KEY); INSERT INTO scratch VALUES (1)"));
   std::vector<std::unique_ptr<sql::Connection>> lanes;

@@ -211,7 +211,8 @@ class Registrar final {
                               const store::CertificateRecord& record);
   // The alias's after_issue flag still to set on the device's BC for this attempt (none when set).
   [[nodiscard]] store::BcMark after_issue_mark(const Attempt& a, const store::DeviceRecord& device) const;
-  [[nodiscard]] store::AuditEvent after_issue_event(const Attempt& a, const store::DeviceRecord& device) const;
+  [[nodiscard]] store::AuditEvent after_issue_event(const Attempt& a,
+                                                    const store::DeviceRecord& device) const;
   // Sets the flag in a transaction of its own (a replayed issuance whose record lacks it).
   void apply_after_issue(Attempt& a, const store::DeviceRecord& device);
   // A Lite device's first contact: pins `bc` to the device it names. nullopt when `bc` names no
